@@ -1,0 +1,434 @@
+r"""Multi-step spiking neurons on sequences ``[T, B, ...]``.
+
+Every call starts from a fresh membrane, so there is no hidden state to reset between batches.
+All neurons share one update, written in SpikingJelly's notation (``X`` input current, ``H``
+membrane after charging, ``S`` spike, ``V`` membrane after reset, ``V_th`` threshold):
+
+.. math::
+
+    \text{charge (IF):}\quad & H[t] = V[t-1] + X[t] \\
+    \text{charge (LIF, decay\_input=True):}\quad & H[t] = V[t-1] + (X[t] - (V[t-1] - V_{reset}))/\tau \\
+    \text{charge (LIF, decay\_input=False):}\quad & H[t] = V[t-1] - (V[t-1] - V_{reset})/\tau + X[t] \\
+    \text{fire:}\quad & S[t] = \Theta(H[t] - V_{th}) \\
+    \text{hard reset:}\quad & V[t] = H[t]\,(1 - S[t]) + V_{reset}\,S[t] \\
+    \text{soft reset:}\quad & V[t] = H[t] - V_{th}\,S[t]
+
+``V[-1]`` is ``V_reset`` for a hard reset and 0 for a soft reset (SpikingJelly's initial
+state), or ``V_th / 2`` with ``v_init="half"``. The output is ``S[t]``, or ``V_th * S[t]`` with
+``scale_output=True`` (the trainable-quantisation IF of Castagnetti et al.). ``Θ`` is the
+Heaviside step in the forward pass and a surrogate derivative in the backward pass
+(:mod:`spikeir.surrogate`).
+
+Mapping to other libraries:
+
+====================  =====================================  ================================
+spikeir               SpikingJelly (activation_based)        snnTorch
+====================  =====================================  ================================
+``IF``                ``IFNode``                             ``Leaky(beta=1)``
+``LIF(tau)``          ``LIFNode(tau)``                       ``Leaky(beta=1-1/tau)`` (for
+                                                             ``decay_input=False``)
+``ParametricLIF``     ``ParametricLIFNode(init_tau)``        ``Leaky(learn_beta=True)``
+``v_reset=None``      ``v_reset=None`` (soft reset)          ``reset_mechanism="subtract"``
+``v_reset=0.0``       ``v_reset=0.`` (hard reset)            ``reset_mechanism="zero"``
+``detach_reset``      ``detach_reset``                       ``reset_delay`` n/a; detach in
+                                                             snnTorch is ``reset_mechanism``
+``surrogate``         ``surrogate_function``                 ``spike_grad``
+``v_threshold``       ``v_threshold``                        ``threshold``
+====================  =====================================  ================================
+
+The implementation is a single autograd function over the whole sequence: the forward keeps only
+the charged membrane ``H`` (one tensor the size of the input) and the backward runs the
+recurrence in reverse, so training builds no per-step Python graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .surrogate import Surrogate, make_surrogate
+
+__all__ = [
+    "BaseNeuron",
+    "IF",
+    "LIF",
+    "ParametricLIF",
+    "FiringRates",
+    "record_firing_rates",
+    "reference_loop",
+    "NEURONS",
+    "make_neuron",
+]
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    lif: bool
+    decay_input: bool
+    v_reset: float | None
+    detach_reset: bool
+    scale_output: bool
+    half_init: bool
+    surrogate: Surrogate
+
+
+def _initial_v(x0: torch.Tensor, th: torch.Tensor, cfg: _Cfg) -> torch.Tensor:
+    if cfg.half_init:
+        return (0.5 * th).expand_as(x0).clone()
+    return torch.full_like(x0, 0.0 if cfg.v_reset is None else cfg.v_reset)
+
+
+def _reset(h: torch.Tensor, s: torch.Tensor, th: torch.Tensor, cfg: _Cfg) -> torch.Tensor:
+    if cfg.v_reset is None:
+        return h - s * th
+    return h * (1.0 - s) + cfg.v_reset * s
+
+
+class _MultiStep(torch.autograd.Function):
+    """Whole-sequence neuron: saves ``H`` only, recomputes spikes in backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, cfg: _Cfg):  # type: ignore[override]
+        vr = 0.0 if cfg.v_reset is None else cfg.v_reset
+        v = _initial_v(x[0], th, cfg)
+        hs = torch.empty_like(x)
+        out = torch.empty_like(x)
+        for t in range(x.shape[0]):
+            if not cfg.lif:
+                h = v + x[t]
+            elif cfg.decay_input:
+                h = v + (x[t] - (v - vr)) * k
+            else:
+                h = v - (v - vr) * k + x[t]
+            hs[t] = h
+            s = (h >= th).to(x.dtype)
+            torch.mul(s, th, out=out[t]) if cfg.scale_output else out[t].copy_(s)
+            v = _reset(h, s, th, cfg)
+        ctx.cfg = cfg
+        ctx.save_for_backward(hs, th, k)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        hs, th, k = ctx.saved_tensors
+        cfg: _Cfg = ctx.cfg
+        vr = 0.0 if cfg.v_reset is None else cfg.v_reset
+        need_th, need_k = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        T = hs.shape[0]
+        gx = torch.empty_like(hs)
+        gv = torch.zeros_like(hs[0])
+        gth = torch.zeros_like(hs[0]) if need_th else None
+        gk = torch.zeros_like(hs[0]) if need_k else None
+        one_minus_k = 1.0 - k
+        v_init = _initial_v(hs[0], th, cfg) if need_k else None
+        for t in range(T - 1, -1, -1):
+            h = hs[t]
+            s = (h >= th).to(h.dtype)
+            sg = cfg.surrogate.grad(h - th)
+            g_s = grad_out[t] * th if cfg.scale_output else grad_out[t]
+            if cfg.scale_output and need_th:
+                gth += grad_out[t] * s
+            if cfg.v_reset is None:  # V = H - th * S
+                if not cfg.detach_reset:
+                    g_s = g_s - gv * th
+                g_h = gv + g_s * sg
+                if need_th:
+                    gth -= gv * s
+            else:  # V = H (1 - S) + v_reset S
+                if not cfg.detach_reset:
+                    g_s = g_s + gv * (vr - h)
+                g_h = gv * (1.0 - s) + g_s * sg
+            if need_th:
+                gth -= g_s * sg
+            if need_k:
+                if t > 0:
+                    h_prev = hs[t - 1]
+                    v_prev = _reset(h_prev, (h_prev >= th).to(h.dtype), th, cfg)
+                else:
+                    v_prev = v_init
+                # dH/dk: decay_input -> X - (V - vr) = (H - V) / k ; else -(V - vr)
+                dk = (h - v_prev) / k if cfg.decay_input else (vr - v_prev)
+                gk += g_h * dk
+            if cfg.lif:
+                gx[t] = g_h * k if cfg.decay_input else g_h
+                gv = g_h * one_minus_k
+            else:
+                gx[t] = g_h
+                gv = g_h
+        if need_th and cfg.half_init:
+            gth += 0.5 * gv
+        gth_out = gth.sum_to_size(th.shape) if need_th else None
+        gk_out = gk.sum().reshape(k.shape) if need_k else None
+        return gx, gth_out, gk_out, None
+
+
+class BaseNeuron(nn.Module):
+    """Common machinery of the multi-step neurons.
+
+    Args:
+        v_threshold: initial firing threshold ``V_th`` (> 0).
+        v_reset: reset potential for a hard reset; ``None`` selects the soft reset
+            (subtract ``V_th``), as in SpikingJelly.
+        surrogate: surrogate gradient (name, dict or :class:`~spikeir.surrogate.Surrogate`).
+        detach_reset: stop the gradient through ``S`` in the reset equation.
+        learn_threshold: make ``V_th`` a trainable parameter.
+        threshold_channels: ``None`` for one threshold per layer, or the channel count ``C``
+            for one threshold per channel (dimension 1 of each step ``[B, C, ...]``).
+        scale_output: emit ``V_th * S`` instead of ``S`` (threshold-scaled spikes).
+        v_init: ``None`` for SpikingJelly's initial state, ``"half"`` for ``V_th / 2``.
+
+    Shape: input and output ``[T, B, ...]`` with ``T >= 1``.
+    """
+
+    def __init__(
+        self,
+        v_threshold: float = 1.0,
+        v_reset: float | None = 0.0,
+        surrogate: str | dict | Surrogate | None = "sigmoid",
+        detach_reset: bool = False,
+        learn_threshold: bool = False,
+        threshold_channels: int | None = None,
+        scale_output: bool = False,
+        v_init: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not v_threshold > 0:
+            raise ValueError(f"v_threshold must be > 0, got {v_threshold}")
+        if v_init not in (None, "half"):
+            raise ValueError(f"v_init must be None or 'half', got {v_init!r}")
+        if threshold_channels is not None and threshold_channels < 1:
+            raise ValueError(f"threshold_channels must be >= 1, got {threshold_channels}")
+        shape = () if threshold_channels is None else (threshold_channels,)
+        th = torch.full(shape, float(v_threshold))
+        if learn_threshold:
+            self.v_threshold = nn.Parameter(th)
+        else:
+            self.register_buffer("v_threshold", th)
+        self.v_reset = None if v_reset is None else float(v_reset)
+        self.surrogate = make_surrogate(surrogate)
+        self.detach_reset = bool(detach_reset)
+        self.scale_output = bool(scale_output)
+        self.v_init = v_init
+        self._rate_sinks: list[_RateSink] = []
+
+    # subclasses: whether they leak and their decay factor k = 1/tau as a tensor
+    _lif = False
+    decay_input = True
+
+    def decay(self) -> torch.Tensor:
+        return torch.ones(())
+
+    def threshold(self, ndim: int) -> torch.Tensor:
+        """``V_th`` shaped to broadcast against one step ``[B, C, ...]`` of ``ndim`` dims."""
+        th = self.v_threshold.clamp(min=1e-6)
+        if th.dim() == 0:
+            return th
+        return th.reshape((-1,) + (1,) * (ndim - 2))
+
+    def _cfg(self) -> _Cfg:
+        return _Cfg(
+            lif=self._lif,
+            decay_input=self.decay_input,
+            v_reset=self.v_reset,
+            detach_reset=self.detach_reset,
+            scale_output=self.scale_output,
+            half_init=self.v_init == "half",
+            surrogate=self.surrogate,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2:
+            raise ValueError(
+                f"{type(self).__name__} expects a sequence [T, B, ...], got shape {tuple(x.shape)}"
+            )
+        if x.shape[0] < 1:
+            raise ValueError(f"{type(self).__name__}: T must be >= 1, got T=0")
+        th = self.threshold(x.dim() - 1).to(x.dtype)
+        if th.dim() > 0 and x.dim() > 2 and x.shape[2] != th.shape[0]:
+            raise ValueError(
+                f"{type(self).__name__} has {th.shape[0]} per-channel thresholds but the input "
+                f"has {x.shape[2]} channels (shape {tuple(x.shape)})"
+            )
+        k = self.decay().to(device=x.device, dtype=x.dtype)
+        out = _MultiStep.apply(x, th, k, self._cfg())
+        if self._rate_sinks:
+            n = float(out.numel())
+            spikes = float((out != 0).sum())
+            for sink in self._rate_sinks:
+                sink.add(spikes, n, x.shape[0])
+        return out
+
+    def extra_repr(self) -> str:
+        th = self.v_threshold
+        th_s = f"{float(th):g}" if th.dim() == 0 else f"per-channel[{th.numel()}]"
+        reset = "soft" if self.v_reset is None else f"hard(v_reset={self.v_reset:g})"
+        learn = ", learnable" if isinstance(th, nn.Parameter) else ""
+        return (
+            f"v_threshold={th_s}{learn}, reset={reset}, surrogate={self.surrogate}, "
+            f"detach_reset={self.detach_reset}, scale_output={self.scale_output}"
+        )
+
+
+class IF(BaseNeuron):
+    """Integrate-and-fire: ``H[t] = V[t-1] + X[t]`` (see the module docstring for fire/reset).
+
+    With ``v_reset=None, learn_threshold=True, scale_output=True`` this is the trainable
+    quantiser of Castagnetti et al.: over ``T`` steps from a constant current ``I`` it emits
+    ``N = clip(floor(T*I/V_th), 0, T)`` spikes whose mean is ``V_th * N / T``.
+    """
+
+
+class LIF(BaseNeuron):
+    """Leaky integrate-and-fire with time constant ``tau`` (``>= 1``).
+
+    ``decay_input=True``: ``H = V + (X - (V - V_reset)) / tau``;
+    ``decay_input=False``: ``H = V - (V - V_reset) / tau + X`` (ESDNet's neuron:
+    ``LIF(tau=2, v_threshold=0.15, v_reset=0, decay_input=False, surrogate=Sigmoid(4))``).
+    """
+
+    _lif = True
+
+    def __init__(self, tau: float = 2.0, decay_input: bool = True, **kwargs) -> None:
+        if not tau >= 1.0:
+            raise ValueError(f"LIF tau must be >= 1, got {tau}")
+        super().__init__(**kwargs)
+        self.tau = float(tau)
+        self.decay_input = bool(decay_input)
+
+    def decay(self) -> torch.Tensor:
+        return torch.tensor(1.0 / self.tau)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau:g}, decay_input={self.decay_input}, " + super().extra_repr()
+
+
+class ParametricLIF(BaseNeuron):
+    """LIF with a learnable time constant: ``1/tau = sigmoid(w)``, ``w`` initialised so that
+    ``tau = init_tau`` (``> 1``), as SpikingJelly's ``ParametricLIFNode``."""
+
+    _lif = True
+
+    def __init__(self, init_tau: float = 2.0, decay_input: bool = True, **kwargs) -> None:
+        if not init_tau > 1.0:
+            raise ValueError(f"ParametricLIF init_tau must be > 1, got {init_tau}")
+        super().__init__(**kwargs)
+        self.decay_input = bool(decay_input)
+        self.w = nn.Parameter(torch.tensor(-math.log(init_tau - 1.0)))
+
+    def decay(self) -> torch.Tensor:
+        return torch.sigmoid(self.w)
+
+    @property
+    def tau(self) -> float:
+        return float(1.0 / torch.sigmoid(self.w.detach()))
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau:.4g} (learnable), decay_input={self.decay_input}, " + super().extra_repr()
+
+
+NEURONS: dict[str, type[BaseNeuron]] = {"if": IF, "lif": LIF, "plif": ParametricLIF}
+
+
+def make_neuron(kind: str, **kwargs) -> BaseNeuron:
+    """Build a neuron by name (``"if"``, ``"lif"``, ``"plif"``) with keyword arguments."""
+    key = kind.lower()
+    if key not in NEURONS:
+        raise ValueError(f"unknown neuron {kind!r}; choose one of {sorted(NEURONS)}")
+    return NEURONS[key](**kwargs)
+
+
+def reference_loop(neuron: BaseNeuron, x: torch.Tensor) -> torch.Tensor:
+    """The same neuron written as a plain per-step loop on autograd (slow, for checks and
+    benchmarks): every operation of every step stays in the autograd graph."""
+    cfg = neuron._cfg()
+    th = neuron.threshold(x.dim() - 1).to(x.dtype)
+    k = neuron.decay().to(device=x.device, dtype=x.dtype)
+    vr = 0.0 if cfg.v_reset is None else cfg.v_reset
+    v = 0.5 * th * torch.ones_like(x[0]) if cfg.half_init else torch.full_like(x[0], vr)
+    outs = []
+    for t in range(x.shape[0]):
+        if not cfg.lif:
+            h = v + x[t]
+        elif cfg.decay_input:
+            h = v + (x[t] - (v - vr)) * k
+        else:
+            h = v - (v - vr) * k + x[t]
+        s = cfg.surrogate(h - th)
+        s_r = s.detach() if cfg.detach_reset else s
+        v = h - s_r * th if cfg.v_reset is None else h * (1.0 - s_r) + vr * s_r
+        outs.append(s * th if cfg.scale_output else s)
+    return torch.stack(outs)
+
+
+# ----------------------------------------------------------------------------- firing rates
+
+
+@dataclass
+class _RateSink:
+    spikes: float = 0.0
+    elements: float = 0.0
+    steps: int = 0
+
+    def add(self, spikes: float, elements: float, T: int) -> None:
+        self.spikes += spikes
+        self.elements += elements
+        self.steps = T
+
+    @property
+    def rate(self) -> float:
+        return self.spikes / self.elements if self.elements else float("nan")
+
+
+@dataclass
+class FiringRates:
+    """Per-layer spike statistics collected by :func:`record_firing_rates`.
+
+    ``rates[name]`` is spikes / (neurons x T) over every forward pass in the block; ``mean`` is
+    the spike-weighted mean over all layers (total spikes / total neuron-steps)."""
+
+    sinks: dict[str, _RateSink] = field(default_factory=dict)
+
+    @property
+    def rates(self) -> dict[str, float]:
+        return {name: s.rate for name, s in self.sinks.items()}
+
+    @property
+    def mean(self) -> float:
+        spikes = sum(s.spikes for s in self.sinks.values())
+        elems = sum(s.elements for s in self.sinks.values())
+        return spikes / elems if elems else float("nan")
+
+    @property
+    def total_spikes(self) -> float:
+        return sum(s.spikes for s in self.sinks.values())
+
+
+@contextmanager
+def record_firing_rates(model: nn.Module) -> Iterator[FiringRates]:
+    """Collect per-layer firing rates of every neuron in ``model`` during the ``with`` block.
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(IF(v_threshold=1.0))
+    >>> with record_firing_rates(net) as fr:
+    ...     _ = net(torch.full((4, 1, 3), 0.5))
+    >>> fr.rates["0"]
+    0.5
+    """
+    result = FiringRates()
+    attached: list[tuple[BaseNeuron, _RateSink]] = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, BaseNeuron):
+            sink = _RateSink()
+            mod._rate_sinks.append(sink)
+            attached.append((mod, sink))
+            result.sinks[name or type(mod).__name__] = sink
+    try:
+        yield result
+    finally:
+        for mod, sink in attached:
+            mod._rate_sinks.remove(sink)
