@@ -249,7 +249,12 @@ class BaseNeuron(nn.Module):
         if x.shape[0] < 1:
             raise ValueError(f"{type(self).__name__}: T must be >= 1, got T=0")
         th = self.threshold(x.dim() - 1).to(x.dtype)
-        if th.dim() > 0 and x.dim() > 2 and x.shape[2] != th.shape[0]:
+        if th.dim() > 0 and x.dim() < 3:
+            raise ValueError(
+                f"{type(self).__name__} has {th.shape[0]} per-channel thresholds but the input "
+                f"{tuple(x.shape)} has no channel dimension (expected [T, B, C, ...])"
+            )
+        if th.dim() > 0 and x.shape[2] != th.shape[0]:
             raise ValueError(
                 f"{type(self).__name__} has {th.shape[0]} per-channel thresholds but the input "
                 f"has {x.shape[2]} channels (shape {tuple(x.shape)})"
@@ -368,7 +373,7 @@ def reference_loop(neuron: BaseNeuron, x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- firing rates
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: nested recorders must remove their own sink
 class _RateSink:
     spikes: float = 0.0
     elements: float = 0.0

@@ -1,0 +1,194 @@
+"""The ``spikeir`` command line. Every user error ends in one line ``spikeir: error: ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+
+
+def _fail(msg: str) -> int:
+    print(f"spikeir: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _write_json_atomic(path: str, obj: dict) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, p)
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(args.config, args.set)
+    out = args.out or cfg.get("out") or f"runs/{Path(args.config).stem}"
+    res = train(cfg, out, device=args.device, resume=args.resume, progress=not args.quiet)
+    mean = res.get("mean") or {}
+    msg = f"done: {res['steps']} steps -> {Path(out) / 'model.safetensors'}"
+    if mean:
+        msg += f" (val PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.4f})"
+    print(msg)
+    return 0
+
+
+def _collect_inputs(inputs: list[str]) -> list[Path]:
+    from .data import list_images
+
+    files: list[Path] = []
+    for s in inputs:
+        files += list_images(s)
+    return files
+
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import ImageReadError, add_test_noise, read_image, to_uint8, write_image_atomic
+    from .evaluate import model_in_channels, restore
+    from .io import load_model
+
+    model = load_model(args.model, args.device)
+    gray = model_in_channels(model) == 1
+    files = _collect_inputs(args.inputs)
+    outdir = Path(args.output)
+    targets = [outdir / (f.stem + ".png") for f in files]
+    if len(set(targets)) != len(targets):
+        raise ValueError("two inputs share a file name; denoise them into separate folders")
+    clash = [t for t in targets if t.exists()]
+    if clash and not args.overwrite:
+        raise FileExistsError(f"{clash[0]} exists (use --overwrite to replace; {len(clash)} file(s) would be)")
+    done = 0
+    for f, t in zip(files, targets):
+        try:
+            img = read_image(f, gray=gray)
+        except ImageReadError as e:
+            warnings.warn(f"skipping {e}", stacklevel=1)
+            continue
+        x = add_test_noise(img, args.sigma, args.seed) if args.sigma else img.astype(np.float64) / 255.0
+        out, rate = restore(model, x)
+        write_image_atomic(t, to_uint8(out), overwrite=args.overwrite)
+        extra = f", firing rate {rate:.3f}" if rate == rate else ""
+        print(f"{f} -> {t}{extra}")
+        done += 1
+    if not done:
+        raise ValueError("no input image could be read")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data import load_image_set
+    from .evaluate import evaluate_denoise, model_in_channels
+    from .io import load_model
+
+    if args.task != "denoise":
+        raise ValueError(f"task {args.task!r} is not available yet (only denoise)")
+    model = load_model(args.model, args.device)
+    gray = model_in_channels(model) == 1
+    images = load_image_set(args.data, gray=gray)
+    res = evaluate_denoise(model, images, args.sigma, seed=args.seed)
+    res["model"] = str(args.model)
+    res["data"] = str(args.data)
+    w = max(8, max(len(r["name"]) for r in res["images"]))
+    print(f"{'image':<{w}}  {'PSNR':>7}  {'SSIM':>6}  {'rate':>6}")
+    for r in res["images"] + [{"name": "mean", **res["mean"]}]:
+        rate = f"{r['firing_rate']:.3f}" if r["firing_rate"] == r["firing_rate"] else "   -"
+        print(f"{r['name']:<{w}}  {r['psnr']:7.2f}  {r['ssim']:.4f}  {rate:>6}")
+    print(f"(denoise, sigma {args.sigma:g}, {'gray' if gray else 'RGB'}, PSNR in dB on 0..255 after uint8 rounding)")
+    if args.json:
+        _write_json_atomic(args.json, res)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .io import bundled_models, load_model
+    from .models import PRESETS, build_model
+
+    print(f"{'name':<14} {'kind':<8} {'params':>9}  description")
+    for name, path in bundled_models().items():
+        m = load_model(name, "cpu")
+        info = m.spikeir_info
+        n = sum(p.numel() for p in m.parameters())
+        desc = f"{info['model']['name']} {info.get('task', '')} sigma {info.get('sigma', '-')}, {path.stat().st_size / 1e6:.2f} MB"
+        print(f"{name:<14} {'bundled':<8} {n:>9,}  {desc}")
+    for name, cfg in PRESETS.items():
+        n = sum(p.numel() for p in build_model(cfg).parameters())
+        desc = ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "neuron_kwargs")
+        print(f"{name:<14} {'preset':<8} {n:>9,}  {desc}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spikeir", description="Image restoration with spiking neural networks.")
+    p.add_argument("--version", action="version", version=f"spikeir {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a YAML recipe")
+    t.add_argument("config", help="YAML recipe (see configs/)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted)")
+    t.add_argument("--out", help="run directory (default runs/<config name>)")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("denoise", help="denoise image files or folders into PNGs")
+    d.add_argument("inputs", nargs="+", help="image files or folders")
+    d.add_argument("-o", "--output", required=True, help="output folder")
+    d.add_argument("--model", default="spiden-s25", help="bundled model name or .safetensors path")
+    d.add_argument("--sigma", type=float, default=0.0,
+                   help="add Gaussian noise of this sigma first (test protocol, seed --seed); 0 = inputs are already noisy")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default="auto")
+    d.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    d.set_defaults(func=cmd_denoise)
+
+    e = sub.add_parser("eval", help="evaluate a model on a folder of clean images")
+    e.add_argument("--task", default="denoise", choices=["denoise"])
+    e.add_argument("--data", required=True, help="folder of clean images or builtin:heldout")
+    e.add_argument("--model", required=True, help="bundled model name or .safetensors path")
+    e.add_argument("--sigma", type=float, default=25.0)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", help="write the results as JSON here")
+    e.set_defaults(func=cmd_eval)
+
+    m = sub.add_parser("models", help="list bundled models and presets")
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+    except RuntimeError as e:
+        from .train import TrainingError
+
+        if isinstance(e, TrainingError):
+            return _fail(str(e))
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

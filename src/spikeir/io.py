@@ -1,0 +1,129 @@
+"""Model files: safetensors weights with the model config in the metadata, written atomically.
+
+A model file is self-describing: ``spikeir`` rebuilds the network from the file alone. Its
+metadata key ``"spikeir"`` holds JSON ``{"model": {...config...}, "task": ..., ...}``.
+Bundled models live in ``spikeir/pretrained/`` and are loaded by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from . import __version__
+from .models import PRESETS, build_model
+
+__all__ = ["save_model", "read_model_file", "load_model", "bundled_models", "PRETRAINED_DIR",
+           "resolve_device", "atomic_torch_save"]
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` picks CUDA when available, else CPU; anything else is checked."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"invalid device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    return dev
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, model_cfg: dict, **meta) -> None:
+    """Write ``model``'s weights and its config to ``path`` (safetensors) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {"model": model_cfg, "spikeir_version": __version__, **meta}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata={"spikeir": json.dumps(info)})
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """State dict and ``spikeir`` metadata of a model file (no code is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such model file: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{path} is not a readable safetensors model file ({e})") from None
+    if "spikeir" not in meta:
+        raise ValueError(f"{path} has no spikeir model config in its metadata")
+    return state, json.loads(meta["spikeir"])
+
+
+def bundled_models() -> dict[str, Path]:
+    """Bundled, trained models shipped with the package: name -> file."""
+    if not PRETRAINED_DIR.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(PRETRAINED_DIR.glob("*.safetensors"))}
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    allow_untrained: bool = False,
+) -> nn.Module:
+    """A ready model in eval mode: a bundled name, a ``.safetensors`` path written by
+    :func:`save_model`, or (with ``allow_untrained=True``) a preset name with fresh weights.
+
+    The returned module carries ``spikeir_info`` (the file's metadata)."""
+    dev = resolve_device(device)
+    key = str(name_or_path)
+    bundled = bundled_models()
+    if key in bundled:
+        path: Path | None = bundled[key]
+    elif Path(key).suffix == ".safetensors" or Path(key).is_file():
+        path = Path(key)
+    elif key in PRESETS:
+        if not allow_untrained:
+            raise ValueError(
+                f"{key!r} is a preset without trained weights; train it with `spikeir train` "
+                f"or pick a bundled model: {', '.join(bundled) or 'none installed'}"
+            )
+        path = None
+    else:
+        names = sorted(set(bundled) | set(PRESETS))
+        raise ValueError(f"unknown model {key!r}: not a file, bundled model or preset ({', '.join(names)})")
+    if path is None:
+        info = {"model": dict(PRESETS[key]), "untrained": True}
+        model = build_model(info["model"])
+    else:
+        state, info = read_model_file(path)
+        model = build_model(info["model"])
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path}: weights do not match the model config "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.spikeir_info = info  # type: ignore[attr-defined]
+    return model.to(dev).eval()

@@ -1,0 +1,47 @@
+"""Model classes, named presets and construction from a config dict.
+
+A model config is a plain dict: ``{"name": "spiking_dncnn", "depth": 17, ...}``; every key
+besides ``name`` is a constructor argument of the class.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .spiking_dncnn import DnCNN, SpikingDnCNN
+
+__all__ = ["MODELS", "PRESETS", "build_model", "SpikingDnCNN", "DnCNN", "is_spiking"]
+
+MODELS: dict[str, type[nn.Module]] = {
+    "spiking_dncnn": SpikingDnCNN,
+    "dncnn": DnCNN,
+}
+
+# name -> model config; "task" and "sigma" describe what the preset is for.
+PRESETS: dict[str, dict] = {
+    "spiden": {"name": "spiking_dncnn", "in_channels": 1, "depth": 17, "width": 64, "T": 4},
+    "dncnn-17": {"name": "dncnn", "in_channels": 1, "depth": 17, "width": 64},
+    "spiden-cpu": {
+        "name": "spiking_dncnn", "in_channels": 1, "depth": 10, "width": 32, "T": 4,
+        "neuron_kwargs": {"v_init": "half"},
+    },
+    "dncnn-cpu": {"name": "dncnn", "in_channels": 1, "depth": 10, "width": 32},
+}
+
+
+def build_model(cfg: dict) -> nn.Module:
+    """Instantiate a model from its config dict (``name`` plus constructor arguments)."""
+    cfg = dict(cfg)
+    name = cfg.pop("name", None)
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    try:
+        return MODELS[name](**cfg)
+    except TypeError as e:
+        raise ValueError(f"bad arguments for model {name!r}: {e}") from None
+
+
+def is_spiking(model: nn.Module) -> bool:
+    from ..neurons import BaseNeuron
+
+    return any(isinstance(m, BaseNeuron) for m in model.modules())

@@ -1,0 +1,248 @@
+"""The trainer behind ``spikeir train``: surrogate-gradient BPTT for spiking models (and plain
+backprop for their ANN twins) under one loop.
+
+A run directory holds ``config.yaml`` (the resolved config), ``log.jsonl`` (one JSON object per
+logged step or validation), ``checkpoints/step_XXXXXXX.pt`` (weights, optimizer, step, RNG; the
+last ``keep_ckpts`` kept; written to a temporary file and renamed) and, at the end,
+``model.safetensors`` (weights + model config, loadable with :func:`spikeir.load_model`).
+Training batches are a pure function of ``(seed, step)``, so ``--resume`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from .data import DenoisePatchSampler, load_image_set
+from .evaluate import evaluate_denoise
+from .io import atomic_torch_save, resolve_device, save_model
+from .models import PRESETS, build_model, is_spiking
+from .neurons import record_firing_rates
+
+__all__ = ["train", "resolve_model_cfg", "lr_at", "TrainingError"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. repeated non-finite losses); the message says why."""
+
+
+def resolve_model_cfg(model_cfg: dict) -> dict:
+    """Expand ``{"preset": NAME, ...}`` into a full model config (extra keys override)."""
+    cfg = dict(model_cfg)
+    preset = cfg.pop("preset", None)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        cfg = {**PRESETS[preset], **cfg}
+    if "name" not in cfg:
+        raise ValueError("model config needs a 'name' or a 'preset'")
+    return cfg
+
+
+def lr_at(step: int, total: int, lr: float, warmup: int, min_lr: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from ``lr`` to ``min_lr`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def _loss_fn(name: str):
+    if name == "mse":
+        return nn.functional.mse_loss
+    if name == "l1":
+        return nn.functional.l1_loss
+    if name == "charbonnier":
+        return lambda a, b: torch.sqrt((a - b) ** 2 + 1e-6).mean()
+    raise ValueError(f"unknown loss {name!r}; choose mse, l1 or charbonnier")
+
+
+def _make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
+    name = cfg.get("name", "adam").lower()
+    kw = {"lr": float(cfg["lr"]), "weight_decay": float(cfg.get("weight_decay", 0.0)),
+          "betas": tuple(cfg.get("betas", (0.9, 0.999)))}
+    if name == "adam":
+        return torch.optim.Adam(params, **kw)
+    if name == "adamw":
+        return torch.optim.AdamW(params, **kw)
+    raise ValueError(f"unknown optimizer {name!r}; choose adam or adamw")
+
+
+def _center_crop(img: np.ndarray, size: int | None) -> np.ndarray:
+    if not size:
+        return img
+    H, W = img.shape[:2]
+    y, x = max(0, (H - size) // 2), max(0, (W - size) // 2)
+    return img[y : y + size, x : x + size]
+
+
+def _checkpoints(run: Path) -> list[Path]:
+    return sorted((run / "checkpoints").glob("step_*.pt"))
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
+            "python": random.getstate()[1]}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.seed(0)
+    st = np.random.get_state()
+    np.random.set_state((st[0], np.array(state["numpy"], dtype=np.uint32), *st[2:]))
+    random.setstate((3, tuple(state["python"]), None))
+
+
+def train(
+    cfg: dict,
+    out_dir: str | Path,
+    device: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train the model described by ``cfg`` (see :mod:`spikeir.config`) into ``out_dir``.
+
+    Returns the final validation result (``evaluate_denoise`` output) plus ``"steps"``."""
+    run = Path(out_dir)
+    dev = resolve_device(device)
+    tcfg, dcfg = cfg["train"], cfg["data"]
+    if cfg.get("task", "denoise") != "denoise":
+        raise ValueError(f"task {cfg.get('task')!r} is not supported by this trainer yet")
+    if tcfg.get("threads"):
+        torch.set_num_threads(int(tcfg["threads"]))
+    existing = _checkpoints(run)
+    if existing and not resume:
+        raise FileExistsError(f"{run} already holds checkpoints; pass --resume to continue it or choose another --out")
+    if (run / "model.safetensors").exists() and not resume:
+        raise FileExistsError(f"{run} already holds a finished run; choose another --out")
+
+    seed = int(tcfg["seed"])
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+    model_cfg = resolve_model_cfg(cfg["model"])
+    gray = bool(dcfg.get("gray", True))
+    model_cfg.setdefault("in_channels", 1 if gray else 3)
+    if model_cfg["in_channels"] != (1 if gray else 3):
+        raise ValueError(f"model in_channels={model_cfg['in_channels']} but data.gray={gray}")
+    model = build_model(model_cfg).to(dev)
+    spiking = is_spiking(model)
+
+    train_imgs = [im for _, im in load_image_set(dcfg["train"], gray=gray)]
+    sigma = dcfg["sigma"]
+    sampler = DenoisePatchSampler(train_imgs, patch=int(dcfg["patch"]), batch_size=int(dcfg["batch_size"]),
+                                  sigma=tuple(sigma) if isinstance(sigma, list) else float(sigma), seed=seed)
+    val_imgs = []
+    if dcfg.get("val"):
+        val_imgs = [(n, _center_crop(im, dcfg.get("val_crop"))) for n, im in load_image_set(dcfg["val"], gray=gray)]
+
+    opt = _make_optimizer(model.parameters(), cfg["optim"])
+    loss_fn = _loss_fn(cfg.get("loss", "mse"))
+    steps = int(tcfg["steps"])
+    base_lr = float(cfg["optim"]["lr"])
+    warmup, min_lr = int(cfg["sched"].get("warmup", 0)), float(cfg["sched"].get("min_lr", 0.0))
+
+    start = 0
+    if resume and existing:
+        ck = torch.load(existing[-1], map_location=dev, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        start = int(ck["step"])
+        _set_rng_state(ck["rng"])
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    log_f = (run / "log.jsonl").open("a")
+
+    def log(rec: dict) -> None:
+        log_f.write(json.dumps(rec) + "\n")
+        log_f.flush()
+
+    def checkpoint(step: int) -> None:
+        atomic_torch_save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
+                           "rng": _rng_state(), "config": cfg}, run / "checkpoints" / f"step_{step:07d}.pt")
+        for old in _checkpoints(run)[: -int(tcfg.get("keep_ckpts", 2))]:
+            old.unlink()
+
+    def validate(step: int) -> dict | None:
+        if not val_imgs:
+            return None
+        res = evaluate_denoise(model, val_imgs, float(dcfg.get("val_sigma", 25.0)), dev)
+        log({"step": step, "val_psnr": res["mean"]["psnr"], "val_ssim": res["mean"]["ssim"],
+             "val_firing_rate": res["mean"]["firing_rate"]})
+        model.train()
+        return res
+
+    if start == 0:
+        log({"event": "start", "params": sum(p.numel() for p in model.parameters()), "device": str(dev),
+             "model": model_cfg, "spiking": spiking})
+    else:
+        log({"event": "resume", "step": start})
+    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, dynamic_ncols=True,
+               desc=f"train {model_cfg['name']}")
+    model.train()
+    bad, bad_total = 0, 0
+    t_last, n_last = time.perf_counter(), start
+    val_res = None
+    for step in bar:
+        lr = lr_at(step, steps, base_lr, warmup, min_lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        noisy, clean = (t.to(dev, non_blocking=True) for t in sampler.batch(step))
+        want_log = (step + 1) % int(tcfg["log_every"]) == 0 or step + 1 == steps
+        with record_firing_rates(model) as fr:
+            out = model(noisy)
+            loss = loss_fn(out, clean)
+        if not torch.isfinite(loss):
+            bad += 1
+            bad_total += 1
+            opt.zero_grad(set_to_none=True)
+            log({"step": step + 1, "event": "nonfinite_loss", "count": bad_total})
+            if bad >= int(tcfg.get("max_bad_steps", 10)):
+                raise TrainingError(f"{bad} non-finite losses in a row at step {step + 1}; stopped "
+                                    f"(last good checkpoint kept in {run / 'checkpoints'})")
+            continue
+        bad = 0
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tcfg.get("grad_clip"):
+            nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
+        opt.step()
+        if want_log:
+            with torch.no_grad():
+                mse = ((out.detach().clamp(0, 1) - clean) ** 2).mean().item()
+            now = time.perf_counter()
+            its = (step + 1 - n_last) / max(now - t_last, 1e-9)
+            t_last, n_last = now, step + 1
+            rec = {"step": step + 1, "loss": loss.item(), "lr": lr, "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
+                   "it_s": its}
+            if spiking:
+                rec["firing_rate"] = fr.mean
+                rec["layer_rates"] = fr.rates
+            log(rec)
+            post = {"loss": f"{rec['loss']:.4g}", "psnr": f"{rec['psnr']:.2f}", "it/s": f"{its:.2f}"}
+            if spiking:
+                post["rate"] = f"{fr.mean:.3f}"
+            bar.set_postfix(post)
+        if (step + 1) % int(tcfg["val_every"]) == 0 and step + 1 < steps:
+            validate(step + 1)
+        if (step + 1) % int(tcfg["ckpt_every"]) == 0 or step + 1 == steps:
+            checkpoint(step + 1)
+    bar.close()
+    val_res = validate(steps) or {}
+    meta = {"task": "denoise", "gray": gray, "sigma": sigma, "steps": steps,
+            "train_config": cfg, "val": val_res.get("mean")}
+    save_model(run / "model.safetensors", model, model_cfg, **meta)
+    log({"event": "end", "step": steps, "val": val_res.get("mean")})
+    log_f.close()
+    return {**val_res, "steps": steps}
