@@ -44,7 +44,7 @@ def sigmoid_grad(alpha: float, z: float) -> float:
     return alpha * s * (1.0 - s)
 
 
-# ----------------------------------------------------------------------------- import / basics
+# ---------------------------------------------------------------- import / basics
 
 
 def test_public_imports():
@@ -60,7 +60,7 @@ def test_public_imports():
     assert type(make_neuron("plif", init_tau=4.0)) is ParametricLIF
 
 
-# ----------------------------------------------------------------------------- hand-computed forward
+# ---------------------------------------------------------------- hand-computed forward
 
 
 @pytest.mark.parametrize(
@@ -123,12 +123,12 @@ def test_batch_columns_are_independent():
 
 
 def test_v_init_half_by_hand():
-    # IF, soft reset, th 1, V[-1] = .5: H = .8(.5+.3), 1.1(S)->.1, .4, .7, 1.0(S)
-    out = run(IF(v_reset=None, v_init="half"), seq(0.3, 0.3, 0.3, 0.3, 0.3))
+    # IF, soft reset, th 1, V[-1] = .5: H = .85, 1.2(S)->.2, .55, .9, 1.25(S)
+    out = run(IF(v_reset=None, v_init="half"), seq(0.35, 0.35, 0.35, 0.35, 0.35))
     assert out.flatten().tolist() == [0, 1, 0, 0, 1]
-    # the default start (0) gives .3, .6, .9, 1.2(S), .5
-    out0 = run(IF(v_reset=None), seq(0.3, 0.3, 0.3, 0.3, 0.3))
-    assert out0.flatten().tolist() == [0, 0, 0, 1, 0]
+    # the default start (0) gives .35, .7, 1.05(S)->.05, .4, .75
+    out0 = run(IF(v_reset=None), seq(0.35, 0.35, 0.35, 0.35, 0.35))
+    assert out0.flatten().tolist() == [0, 0, 1, 0, 0]
 
 
 @pytest.mark.parametrize("decay_input", [True, False])
@@ -157,7 +157,7 @@ def test_plif_tau_follows_w():
     assert isinstance(p.w, nn.Parameter)
 
 
-# ----------------------------------------------------------------------------- thresholds / outputs
+# ---------------------------------------------------------------- thresholds / outputs
 
 
 @pytest.mark.parametrize("kind", ["if", "lif", "plif"])
@@ -202,8 +202,13 @@ def test_per_channel_threshold_3d_linear_layout():
 
 @pytest.mark.parametrize("channels", [None, 3])
 def test_learnable_threshold_is_parameter_and_gets_gradient(channels):
-    n = IF(v_threshold=0.8, learn_threshold=True, threshold_channels=channels, v_reset=None,
-           scale_output=True)
+    n = IF(
+        v_threshold=0.8,
+        learn_threshold=True,
+        threshold_channels=channels,
+        v_reset=None,
+        scale_output=True,
+    )
     assert isinstance(n.v_threshold, nn.Parameter)
     assert any(p is n.v_threshold for p in n.parameters())
     torch.manual_seed(2)
@@ -222,7 +227,7 @@ def test_fixed_threshold_is_buffer():
     assert n.v_threshold.shape == (4,)
 
 
-# ----------------------------------------------------------------------------- detach_reset
+# ---------------------------------------------------------------- detach_reset
 
 
 @pytest.mark.parametrize("detach", [True, False])
@@ -278,7 +283,7 @@ def test_detach_reset_changes_gradient_of_random_sequence():
     assert not torch.allclose(grads[0], grads[1])
 
 
-# ----------------------------------------------------------------------------- optimized vs reference
+# ---------------------------------------------------------------- optimized vs reference
 
 
 def _cases() -> list:
@@ -290,16 +295,34 @@ def _cases() -> list:
     for i, ((kind, di), vr, det, sc, tm, vi) in enumerate(
         itertools.product(kinds, resets, [False, True], [False, True], thr, [None, "half"])
     ):
-        cases.append(pytest.param(kind, di, vr, det, sc, tm, vi, surrogates[i % 4],
-                                  id=f"{kind}-di{di}-vr{vr}-det{det}-sc{sc}-{tm}-{vi}"))
+        cases.append(
+            pytest.param(
+                kind,
+                di,
+                vr,
+                det,
+                sc,
+                tm,
+                vi,
+                surrogates[i % 4],
+                id=f"{kind}-di{di}-vr{vr}-det{det}-sc{sc}-{tm}-{vi}",
+            )
+        )
     return cases
 
 
 @pytest.mark.parametrize("kind, decay_input, v_reset, detach, scale, thr, v_init, surr", _cases())
 def test_matches_reference_loop(kind, decay_input, v_reset, detach, scale, thr, v_init, surr):
-    kwargs = dict(v_threshold=0.6, v_reset=v_reset, detach_reset=detach, scale_output=scale,
-                  learn_threshold=thr != "fixed", threshold_channels=3 if thr == "channel" else None,
-                  v_init=v_init, surrogate=surr)
+    kwargs = dict(
+        v_threshold=0.6,
+        v_reset=v_reset,
+        detach_reset=detach,
+        scale_output=scale,
+        learn_threshold=thr != "fixed",
+        threshold_channels=3 if thr == "channel" else None,
+        v_init=v_init,
+        surrogate=surr,
+    )
     if kind == "lif":
         kwargs.update(tau=2.5, decay_input=decay_input)
     elif kind == "plif":
@@ -332,7 +355,7 @@ def test_matches_reference_loop(kind, decay_input, v_reset, detach, scale, thr, 
     assert grads_a[0].abs().sum() > 0
 
 
-# ----------------------------------------------------------------------------- single-step surrogate
+# ---------------------------------------------------------------- single-step surrogate
 
 
 @pytest.mark.parametrize("surr", [Sigmoid(4.0), ATan(2.0), Triangle(1.0), Rectangle(1.5)])
@@ -360,12 +383,13 @@ def test_single_step_backward_lif_decay_input(surr):
     assert torch.allclose(x.grad, expected, atol=1e-14, rtol=0)
 
 
-# ----------------------------------------------------------------------------- ESDNet neuron
+# ---------------------------------------------------------------- ESDNet neuron
 
 
 def esdnet_neuron() -> LIF:
-    return LIF(tau=2.0, v_threshold=0.15, v_reset=0.0, decay_input=False,
-               surrogate=Sigmoid(4.0)).double()
+    return LIF(
+        tau=2.0, v_threshold=0.15, v_reset=0.0, decay_input=False, surrogate=Sigmoid(4.0)
+    ).double()
 
 
 def test_esdnet_neuron_sequence_by_hand():
@@ -407,7 +431,7 @@ def test_esdnet_neuron_gradient_by_hand(x0, x1):
     assert float(x.grad[1]) == pytest.approx(sg1, abs=1e-7)
 
 
-# ----------------------------------------------------------------------------- IF as a quantiser
+# ---------------------------------------------------------------- IF as a quantiser
 
 
 @pytest.mark.parametrize("T", [1, 2, 4, 8, 16])
@@ -456,7 +480,7 @@ def test_if_quantiser_saturates(T, v_init):
     assert torch.allclose(currents - decoded, currents - theta)  # saturation error I - theta
 
 
-# ----------------------------------------------------------------------------- errors
+# ---------------------------------------------------------------- errors
 
 
 @pytest.mark.parametrize(
@@ -490,7 +514,7 @@ def test_clear_errors(fn, match):
         fn()
 
 
-# ----------------------------------------------------------------------------- firing rates
+# ---------------------------------------------------------------- firing rates
 
 
 def _rate(out: torch.Tensor) -> float:
@@ -549,8 +573,12 @@ def test_firing_rates_nested_and_two_models():
     b2 = inner(a2)
     assert inner_fr.rates["0"] == pytest.approx(_rate(a1))
     assert inner_fr.rates["1.1"] == pytest.approx(_rate(b1))
-    assert outer.rates["0"] == pytest.approx(((a1 != 0).sum() + (a2 != 0).sum()).item() / (2 * a1.numel()))
-    assert outer.rates["1.1"] == pytest.approx(((b1 != 0).sum() + (b2 != 0).sum()).item() / (2 * b1.numel()))
+    assert outer.rates["0"] == pytest.approx(
+        ((a1 != 0).sum() + (a2 != 0).sum()).item() / (2 * a1.numel())
+    )
+    assert outer.rates["1.1"] == pytest.approx(
+        ((b1 != 0).sum() + (b2 != 0).sum()).item() / (2 * b1.numel())
+    )
     assert fr2.rates["IF"] == pytest.approx(_rate(m2(x2)))
     assert not m1[0]._rate_sinks and not inner[1]._rate_sinks and not m2._rate_sinks
 
@@ -562,7 +590,7 @@ def test_firing_rates_removed_after_exception():
     assert n._rate_sinks == []
 
 
-# ----------------------------------------------------------------------------- statelessness
+# ---------------------------------------------------------------- statelessness
 
 
 @pytest.mark.parametrize("kind", ["if", "lif", "plif"])

@@ -9,6 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
@@ -37,6 +39,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     out = args.out or cfg.get("out") or f"runs/{Path(args.config).stem}"
     res = train(cfg, out, device=args.device, resume=args.resume, progress=not args.quiet)
+    if res.get("paused"):
+        print(f"paused at step {res['steps']} (train.stop_at); continue with --resume --out {out}")
+        return 0
     mean = res.get("mean") or {}
     msg = f"done: {res['steps']} steps -> {Path(out) / 'model.safetensors'}"
     if mean:
@@ -55,14 +60,10 @@ def _collect_inputs(inputs: list[str]) -> list[Path]:
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .data import ImageReadError, add_test_noise, read_image, to_uint8, write_image_atomic
     from .evaluate import model_in_channels, restore
     from .io import load_model
 
-    model = load_model(args.model, args.device)
-    gray = model_in_channels(model) == 1
     files = _collect_inputs(args.inputs)
     outdir = Path(args.output)
     targets = [outdir / (f.stem + ".png") for f in files]
@@ -71,6 +72,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     clash = [t for t in targets if t.exists()]
     if clash and not args.overwrite:
         raise FileExistsError(f"{clash[0]} exists (use --overwrite to replace; {len(clash)} file(s) would be)")
+    model = load_model(args.model, args.device)
+    gray = model_in_channels(model) == 1
     done = 0
     for f, t in zip(files, targets):
         try:
@@ -81,7 +84,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         x = add_test_noise(img, args.sigma, args.seed) if args.sigma else img.astype(np.float64) / 255.0
         out, rate = restore(model, x)
         write_image_atomic(t, to_uint8(out), overwrite=args.overwrite)
-        extra = f", firing rate {rate:.3f}" if rate == rate else ""
+        extra = "" if rate is None else f", firing rate {rate:.3f}"
         print(f"{f} -> {t}{extra}")
         done += 1
     if not done:
@@ -105,7 +108,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     w = max(8, max(len(r["name"]) for r in res["images"]))
     print(f"{'image':<{w}}  {'PSNR':>7}  {'SSIM':>6}  {'rate':>6}")
     for r in res["images"] + [{"name": "mean", **res["mean"]}]:
-        rate = f"{r['firing_rate']:.3f}" if r["firing_rate"] == r["firing_rate"] else "   -"
+        rate = "-" if r["firing_rate"] is None else f"{r['firing_rate']:.3f}"
         print(f"{r['name']:<{w}}  {r['psnr']:7.2f}  {r['ssim']:.4f}  {rate:>6}")
     print(f"(denoise, sigma {args.sigma:g}, {'gray' if gray else 'RGB'}, PSNR in dB on 0..255 after uint8 rounding)")
     if args.json:
@@ -128,6 +131,36 @@ def cmd_models(args: argparse.Namespace) -> int:
         n = sum(p.numel() for p in build_model(cfg).parameters())
         desc = ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "neuron_kwargs")
         print(f"{name:<14} {'preset':<8} {n:>9,}  {desc}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .data import add_test_noise, builtin_images, to_uint8
+    from .evaluate import restore
+    from .io import load_model
+    from .metrics import psnr, ssim
+    from .visualize import make_panel, rate_map_image, record_spike_maps
+
+    snn = load_model(args.snn, args.device)
+    ann = load_model(args.ann, args.device)
+    name, clean = builtin_images("heldout", gray=True)[0]
+    noisy = add_test_noise(clean, args.sigma, seed=0)
+    with record_spike_maps(snn) as maps:
+        out_snn, rate = restore(snn, noisy)
+    out_ann, _ = restore(ann, noisy)
+    noisy_u8 = np.clip(noisy * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    den_snn, den_ann = to_uint8(out_snn), to_uint8(out_ann)
+    rate_img, peak = rate_map_image(maps)
+    print(f"denoising demo: '{name}' ({clean.shape[1]}x{clean.shape[0]}, gray, held out from training), "
+          f"Gaussian noise sigma {args.sigma:g}, seed 0")
+    print(f"{'':<22} {'PSNR dB':>8} {'SSIM':>7} {'firing rate':>12}")
+    print(f"{'noisy input':<22} {psnr(noisy_u8, clean):8.2f} {ssim(noisy_u8, clean):7.4f} {'':>12}")
+    print(f"{'SNN ' + args.snn:<22} {psnr(den_snn, clean):8.2f} {ssim(den_snn, clean):7.4f} {rate:12.3f}")
+    print(f"{'ANN ' + args.ann:<22} {psnr(den_ann, clean):8.2f} {ssim(den_ann, clean):7.4f} {'-':>12}")
+    out = Path(args.output) / "denoise_panel.png"
+    make_panel([("noisy", noisy_u8), (f"SNN {args.snn}", den_snn), (f"ANN {args.ann}", den_ann),
+                ("clean", clean), (f"spike rate (max {peak:.2f})", rate_img)], out, overwrite=args.overwrite)
+    print(f"panel: {out}  (noisy | SNN | ANN | clean | SNN spike-rate map)")
     return 0
 
 
@@ -168,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--json", help="write the results as JSON here")
     e.set_defaults(func=cmd_eval)
+
+    dm = sub.add_parser("demo", help="denoise a built-in image with the bundled SNN and its ANN twin")
+    dm.add_argument("-o", "--output", default="demo_out", help="folder for the panel PNG")
+    dm.add_argument("--snn", default="spiden-s25")
+    dm.add_argument("--ann", default="dncnn-s25")
+    dm.add_argument("--sigma", type=float, default=25.0)
+    dm.add_argument("--device", default="auto")
+    dm.add_argument("--overwrite", action="store_true", help="replace an existing panel")
+    dm.set_defaults(func=cmd_demo)
 
     m = sub.add_parser("models", help="list bundled models and presets")
     m.set_defaults(func=cmd_models)

@@ -11,7 +11,7 @@ __all__ = ["load_config", "apply_overrides", "DEFAULTS", "merge"]
 
 DEFAULTS: dict = {
     "task": "denoise",
-    "model": {"name": "spiking_dncnn"},
+    "model": {},
     "data": {
         "train": "builtin:train",
         "val": "builtin:val",
@@ -49,6 +49,20 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _number_or(value):
+    """YAML 1.1 reads ``2e-4`` (no dot) as a string; users mean a number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [_number_or(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _number_or(v) for k, v in value.items()}
+    return value
+
+
 def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     """Apply ``key.sub=value`` strings; values are parsed as YAML (``1e-3``, ``[0, 55]``, ``true``)."""
     cfg = copy.deepcopy(cfg)
@@ -60,7 +74,7 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
         if not all(parts):
             raise ValueError(f"--set: bad key {key!r}")
         try:
-            value = yaml.safe_load(raw)
+            value = _number_or(yaml.safe_load(raw))
         except yaml.YAMLError as e:
             raise ValueError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
         node = cfg
@@ -80,7 +94,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not p.is_file():
             raise FileNotFoundError(f"no such config file: {p}")
         try:
-            user = yaml.safe_load(p.read_text()) or {}
+            user = _number_or(yaml.safe_load(p.read_text()) or {})
         except yaml.YAMLError as e:
             raise ValueError(f"{p} is not valid YAML: {e}") from None
         if not isinstance(user, dict):

@@ -26,16 +26,18 @@ def model_in_channels(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def restore(model: nn.Module, img: np.ndarray, device: torch.device | None = None) -> tuple[torch.Tensor, float]:
+def restore(
+    model: nn.Module, img: np.ndarray, device: torch.device | None = None
+) -> tuple[torch.Tensor, float | None]:
     """Run ``model`` on one float image in [0, 1] scale (``[H, W]`` or ``[H, W, C]``, values may
     fall outside [0, 1] for noisy inputs). Returns the output ``[C, H, W]`` float tensor (not
-    clamped) and the mean firing rate (``nan`` for ANNs)."""
+    clamped) and the mean firing rate (``None`` for ANNs)."""
     device = device or next(model.parameters()).device
     t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
     t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
     with record_firing_rates(model) as fr:
         out = model(t[None].to(device))[0]
-    return out.cpu(), (fr.mean if is_spiking(model) else float("nan"))
+    return out.cpu(), (fr.mean if is_spiking(model) else None)
 
 
 def evaluate_denoise(
@@ -61,8 +63,9 @@ def evaluate_denoise(
             "psnr_noisy": psnr(noisy_u8, clean),
             "firing_rate": rate,
         })
-    def mean(k: str) -> float:
-        return float(np.mean([r[k] for r in rows]))
+    def mean(k: str) -> float | None:
+        vals = [r[k] for r in rows if r[k] is not None]
+        return float(np.mean(vals)) if vals else None
     return {
         "task": "denoise",
         "sigma": sigma,

@@ -14,6 +14,7 @@ import json
 import math
 import random
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +113,9 @@ def train(
 ) -> dict:
     """Train the model described by ``cfg`` (see :mod:`spikeir.config`) into ``out_dir``.
 
-    Returns the final validation result (``evaluate_denoise`` output) plus ``"steps"``."""
+    ``train.stop_at`` ends the run early after a checkpoint (to split a long run across jobs;
+    continue it with ``resume=True``). Returns the final validation result (``evaluate_denoise``
+    output) plus ``"steps"``."""
     run = Path(out_dir)
     dev = resolve_device(device)
     tcfg, dcfg = cfg["train"], cfg["data"]
@@ -188,7 +191,8 @@ def train(
              "model": model_cfg, "spiking": spiking})
     else:
         log({"event": "resume", "step": start})
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, dynamic_ncols=True,
+    stop_at = min(int(tcfg.get("stop_at") or steps), steps)
+    bar = tqdm(range(start, stop_at), initial=start, total=steps, disable=not progress, dynamic_ncols=True,
                desc=f"train {model_cfg['name']}")
     model.train()
     bad, bad_total = 0, 0
@@ -200,7 +204,7 @@ def train(
             g["lr"] = lr
         noisy, clean = (t.to(dev, non_blocking=True) for t in sampler.batch(step))
         want_log = (step + 1) % int(tcfg["log_every"]) == 0 or step + 1 == steps
-        with record_firing_rates(model) as fr:
+        with record_firing_rates(model) if want_log else nullcontext() as fr:
             out = model(noisy)
             loss = loss_fn(out, clean)
         if not torch.isfinite(loss):
@@ -236,9 +240,13 @@ def train(
             bar.set_postfix(post)
         if (step + 1) % int(tcfg["val_every"]) == 0 and step + 1 < steps:
             validate(step + 1)
-        if (step + 1) % int(tcfg["ckpt_every"]) == 0 or step + 1 == steps:
+        if (step + 1) % int(tcfg["ckpt_every"]) == 0 or step + 1 in (steps, stop_at):
             checkpoint(step + 1)
     bar.close()
+    if stop_at < steps:
+        log({"event": "paused", "step": stop_at})
+        log_f.close()
+        return {"steps": stop_at, "paused": True}
     val_res = validate(steps) or {}
     meta = {"task": "denoise", "gray": gray, "sigma": sigma, "steps": steps,
             "train_config": cfg, "val": val_res.get("mean")}

@@ -1,0 +1,85 @@
+"""Pictures of what the spikes do: spike-rate maps and side-by-side panels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+
+from .neurons import BaseNeuron
+
+__all__ = ["record_spike_maps", "rate_map_image", "make_panel"]
+
+
+@contextmanager
+def record_spike_maps(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Per-layer spike-rate maps ``[B, H, W]`` (fraction of channel-steps that spiked at each
+    pixel) of every neuron layer on image-shaped sequences ``[T, B, C, H, W]``."""
+    maps: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, BaseNeuron):
+
+            def hook(_m, _inp, out, name=name):
+                if out.dim() == 5:
+                    maps[name] = (out != 0).float().mean(dim=(0, 2)).detach().cpu()
+
+            handles.append(mod.register_forward_hook(hook))
+    try:
+        yield maps
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _colormap(v: np.ndarray) -> np.ndarray:
+    """A perceptually ordered dark-blue -> yellow ramp (viridis-like), ``v`` in [0, 1]."""
+    stops = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], float)
+    x = np.clip(v, 0, 1) * (len(stops) - 1)
+    i = np.minimum(x.astype(int), len(stops) - 2)
+    f = (x - i)[..., None]
+    return (stops[i] * (1 - f) + stops[i + 1] * f).astype(np.uint8)
+
+
+def rate_map_image(maps: dict[str, torch.Tensor], size: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+    """Average the layers' maps that have the image's size (first batch item) into one RGB
+    picture scaled to its own maximum; returns ``(uint8 [H, W, 3], max_rate)``."""
+    if not maps:
+        raise ValueError("no spike maps were recorded (is the model spiking?)")
+    if size is None:
+        size = max((m.shape[-2:] for m in maps.values()), key=lambda s: s[0] * s[1])
+    same = [m[0] for m in maps.values() if tuple(m.shape[-2:]) == tuple(size)]
+    avg = torch.stack(same).mean(0).numpy()
+    peak = float(avg.max()) or 1.0
+    return _colormap(avg / peak), peak
+
+
+def _as_rgb(img: np.ndarray) -> np.ndarray:
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+
+def make_panel(
+    tiles: list[tuple[str, np.ndarray]], path: str | Path | None = None, overwrite: bool = False
+) -> Image.Image:
+    """Tiles side by side with a caption above each; saved to ``path`` (atomically) if given."""
+    from .data import write_image_atomic
+
+    rgb = [(label, _as_rgb(img)) for label, img in tiles]
+    H = max(im.shape[0] for _, im in rgb)
+    gap, cap = 6, 18
+    W = sum(im.shape[1] for _, im in rgb) + gap * (len(rgb) - 1)
+    canvas = Image.new("RGB", (W, H + cap), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for label, im in rgb:
+        canvas.paste(Image.fromarray(im), (x, cap))
+        draw.text((x + 3, 3), label, fill=(0, 0, 0))
+        x += im.shape[1] + gap
+    if path is not None:
+        write_image_atomic(path, np.asarray(canvas), overwrite=overwrite)
+    return canvas

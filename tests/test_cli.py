@@ -1,0 +1,103 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from spikeir.cli import main
+from spikeir.data import add_test_noise, read_image
+from spikeir.io import save_model
+from spikeir.metrics import psnr
+from spikeir.models import build_model
+
+from _helpers import TINY_ANN, TINY_SNN, write_images
+
+
+@pytest.fixture
+def tiny_models(tmp_path):
+    torch.manual_seed(0)
+    paths = {}
+    for key, cfg in (("snn", TINY_SNN), ("ann", TINY_ANN)):
+        m = build_model(cfg).eval()
+        paths[key] = tmp_path / f"{key}.safetensors"
+        save_model(paths[key], m, cfg, task="denoise", sigma=25)
+    return paths
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "spikeir.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_denoise_writes_pngs_and_refuses_overwrite(tmp_path, tiny_models, capsys):
+    src = tmp_path / "in"
+    write_images(src, 2, rgb=True)
+    out = tmp_path / "out"
+    assert main(["denoise", str(src), "-o", str(out), "--model", str(tiny_models["snn"]), "--device", "cpu"]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["img00.png", "img01.png"]
+    assert read_image(out / "img00.png").shape == read_image(src / "img00.png", gray=True).shape
+    before = (out / "img00.png").read_bytes()
+    assert main(["denoise", str(src), "-o", str(out), "--model", str(tiny_models["snn"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("spikeir: error:") and "--overwrite" in err[0]
+    assert (out / "img00.png").read_bytes() == before
+    assert main(["denoise", str(src), "-o", str(out), "--model", str(tiny_models["snn"]), "--overwrite",
+                 "--sigma", "25"]) == 0
+
+
+def test_eval_json_matches_independent_psnr(tmp_path, tiny_models):
+    data = tmp_path / "clean"
+    write_images(data, 2)
+    js = tmp_path / "res.json"
+    assert main(["eval", "--data", str(data), "--model", str(tiny_models["ann"]), "--sigma", "25",
+                 "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert set(res["mean"]) >= {"psnr", "ssim"} and [r["name"] for r in res["images"]] == ["img00.png", "img01.png"]
+    model = build_model(TINY_ANN)
+    from spikeir.io import read_model_file
+
+    model.load_state_dict(read_model_file(tiny_models["ann"])[0])
+    model.eval()
+    clean = read_image(data / "img00.png", gray=True)
+    noisy = add_test_noise(clean, 25)
+    with torch.no_grad():
+        out = model(torch.from_numpy(noisy).float()[None, None])[0, 0].clamp(0, 1).numpy()
+    den = np.round(out * 255).astype(np.uint8)
+    assert abs(res["images"][0]["psnr"] - psnr(den, clean)) < 1e-9
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["denoise", "/no/such/dir", "-o", "x"], "no such file or folder"),
+    (["eval", "--data", "/no/such/dir", "--model", "spiden-cpu"], "preset without trained weights"),
+    (["eval", "--data", "builtin:heldout", "--model", "nonexistent-model"], "unknown model"),
+    (["train", "/no/such/config.yaml"], "no such config file"),
+    (["denoise", ".", "-o", "x", "--device", "cuda:7"], "device"),
+])
+def test_bad_input_gives_one_line_error(args, needle):
+    r = run_cli(*args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("spikeir: error:") and needle in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_models_and_version(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "spiden-cpu" in out and "dncnn-cpu" in out and "74,857" in out
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("spikeir ")
+
+
+def test_demo_with_given_models(tmp_path, tiny_models, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--snn", str(tiny_models["snn"]), "--ann", str(tiny_models["ann"])]) == 0
+    text = capsys.readouterr().out
+    assert "PSNR" in text and "firing rate" in text
+    panel = read_image(out / "denoise_panel.png")
+    assert panel.shape[1] > 5 * 512 and panel.shape[2] == 3
+    assert main(["demo", "-o", str(out), "--snn", str(tiny_models["snn"]), "--ann", str(tiny_models["ann"])]) == 2
