@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from _helpers import TINY_ANN, TINY_SNN, write_images
 from spikeir.cli import main
 from spikeir.data import add_test_noise, read_image
 from spikeir.io import save_model
 from spikeir.metrics import psnr
 from spikeir.models import build_model
-
-from _helpers import TINY_ANN, TINY_SNN, write_images
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
+from _helpers import smooth_image, write_images
 from spikeir.data import (
     DenoisePatchSampler,
     ImageReadError,
@@ -15,8 +16,6 @@ from spikeir.data import (
     to_uint8,
     write_image_atomic,
 )
-
-from _helpers import smooth_image, write_images
 
 
 def test_list_images_recursive_sorted(tmp_path):

@@ -2,10 +2,9 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from _helpers import smooth_image
 from spikeir.evaluate import evaluate_denoise
 from spikeir.models import SpikingDnCNN
-
-from _helpers import smooth_image
 
 
 class Shrink(torch.nn.Module):

@@ -1,10 +1,9 @@
 import pytest
 import torch
 
+from _helpers import TINY_ANN, TINY_SNN
 from spikeir.io import load_model, read_model_file, save_model
 from spikeir.models import build_model
-
-from _helpers import TINY_ANN, TINY_SNN
 
 
 @pytest.mark.parametrize("cfg", [TINY_SNN, TINY_ANN])

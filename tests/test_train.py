@@ -3,12 +3,11 @@ import json
 import pytest
 import torch
 
+from _helpers import TINY_SNN, write_images
 from spikeir.config import apply_overrides, load_config
 from spikeir.io import load_model, read_model_file
 from spikeir.models import DnCNN
 from spikeir.train import lr_at, resolve_model_cfg, train
-
-from _helpers import TINY_SNN, write_images
 
 
 def tiny_cfg(tmp_path, model=None, **train_kw):

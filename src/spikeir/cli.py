@@ -125,7 +125,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         m = load_model(name, "cpu")
         info = m.spikeir_info
         n = sum(p.numel() for p in m.parameters())
-        desc = f"{info['model']['name']} {info.get('task', '')} sigma {info.get('sigma', '-')}, {path.stat().st_size / 1e6:.2f} MB"
+        size_mb = path.stat().st_size / 1e6
+        desc = f"{info['model']['name']} {info.get('task', '')} sigma {info.get('sigma', '-')}, {size_mb:.2f} MB"
         print(f"{name:<14} {'bundled':<8} {n:>9,}  {desc}")
     for name, cfg in PRESETS.items():
         n = sum(p.numel() for p in build_model(cfg).parameters())
@@ -186,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, help="output folder")
     d.add_argument("--model", default="spiden-s25", help="bundled model name or .safetensors path")
     d.add_argument("--sigma", type=float, default=0.0,
-                   help="add Gaussian noise of this sigma first (test protocol, seed --seed); 0 = inputs are already noisy")
+                   help="add Gaussian noise of this sigma first (test protocol, seed --seed); "
+                   "0 = inputs are already noisy")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto")
     d.add_argument("--overwrite", action="store_true", help="replace existing output files")

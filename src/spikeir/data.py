@@ -247,7 +247,8 @@ class DenoisePatchSampler:
         if small:
             raise ValueError(f"patch size {self.patch} is larger than image(s) of shape {small}")
         self._tensors = [torch.from_numpy(np.array(im, copy=True)) for im in self.images]
-        w = np.array([(im.shape[0] - self.patch + 1) * (im.shape[1] - self.patch + 1) for im in self.images], dtype=np.float64)
+        P = self.patch
+        w = np.array([(im.shape[0] - P + 1) * (im.shape[1] - P + 1) for im in self.images], dtype=np.float64)
         self._probs = torch.from_numpy(w / w.sum())
         if isinstance(self.sigma, (list, tuple)):
             lo, hi = (float(v) for v in self.sigma)
