@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --doctest-modules src/spikeir tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_neurons.py --json benchmarks/results/neurons.json
