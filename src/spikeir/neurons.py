@@ -90,25 +90,40 @@ def _reset(h: torch.Tensor, s: torch.Tensor, th: torch.Tensor, cfg: _Cfg) -> tor
 
 
 class _MultiStep(torch.autograd.Function):
-    """Whole-sequence neuron: saves ``H`` only, recomputes spikes in backward."""
+    """Whole-sequence neuron: saves ``H`` only, recomputes spikes in backward.
+
+    The loops write into preallocated ``[T, ...]`` buffers and fold the per-step algebra into
+    as few passes over memory as possible (``addcmul``, ``where``, dot products for a scalar
+    threshold's gradient), since on CPU the neuron is memory-bound."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, cfg: _Cfg):  # type: ignore[override]
         vr = 0.0 if cfg.v_reset is None else cfg.v_reset
+        kf = float(k)
         v = _initial_v(x[0], th, cfg)
         hs = torch.empty_like(x)
         out = torch.empty_like(x)
         for t in range(x.shape[0]):
+            h = hs[t]
             if not cfg.lif:
-                h = v + x[t]
-            elif cfg.decay_input:
-                h = v + (x[t] - (v - vr)) * k
+                torch.add(v, x[t], out=h)
+            elif cfg.decay_input:  # H = V + (X - (V - vr)) k = V (1 - k) + k X + k vr
+                torch.add(v * (1.0 - kf), x[t], alpha=kf, out=h)
+                if vr:
+                    h += kf * vr
+            else:  # H = V - (V - vr) k + X = V (1 - k) + X + k vr
+                torch.add(x[t], v, alpha=1.0 - kf, out=h)
+                if vr:
+                    h += kf * vr
+            s = h >= th
+            if cfg.scale_output:
+                torch.mul(s, th, out=out[t])
             else:
-                h = v - (v - vr) * k + x[t]
-            hs[t] = h
-            s = (h >= th).to(x.dtype)
-            torch.mul(s, th, out=out[t]) if cfg.scale_output else out[t].copy_(s)
-            v = _reset(h, s, th, cfg)
+                out[t].copy_(s)
+            if cfg.v_reset is None:
+                v = h - out[t] if cfg.scale_output else h - s * th
+            else:
+                v = torch.where(s, vr, h)
         ctx.cfg = cfg
         ctx.save_for_backward(hs, th, k)
         return out
@@ -117,34 +132,61 @@ class _MultiStep(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         hs, th, k = ctx.saved_tensors
         cfg: _Cfg = ctx.cfg
-        vr = 0.0 if cfg.v_reset is None else cfg.v_reset
+        soft = cfg.v_reset is None
+        vr = 0.0 if soft else cfg.v_reset
         need_th, need_k = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        T = hs.shape[0]
+        kf = float(k)
+        scalar_th = th.dim() == 0
         gx = torch.empty_like(hs)
         gv = torch.zeros_like(hs[0])
-        gth = torch.zeros_like(hs[0]) if need_th else None
-        gk = torch.zeros_like(hs[0]) if need_k else None
-        one_minus_k = 1.0 - k
+        # threshold gradient: a running scalar (dot products) or a per-element buffer
+        gth_acc = hs.new_zeros(()) if scalar_th else torch.zeros_like(hs[0])
+
+        def th_add(a: torch.Tensor, b: torch.Tensor, sign: float) -> None:
+            nonlocal gth_acc
+            if scalar_th:
+                gth_acc = gth_acc + sign * torch.dot(a.reshape(-1), b.reshape(-1))
+            else:
+                gth_acc.addcmul_(a, b, value=sign)
+
+        gk = hs.new_zeros(()) if need_k else None
         v_init = _initial_v(hs[0], th, cfg) if need_k else None
-        for t in range(T - 1, -1, -1):
-            h = hs[t]
-            s = (h >= th).to(h.dtype)
+        for t in range(hs.shape[0] - 1, -1, -1):
+            h, go = hs[t], grad_out[t]
+            s = h >= th
             sg = cfg.surrogate.grad(h - th)
-            g_s = grad_out[t] * th if cfg.scale_output else grad_out[t]
-            if cfg.scale_output and need_th:
-                gth += grad_out[t] * s
-            if cfg.v_reset is None:  # V = H - th * S
-                if not cfg.detach_reset:
-                    g_s = g_s - gv * th
-                g_h = gv + g_s * sg
+            if soft:  # V = H - th S
+                if cfg.detach_reset:
+                    d = go
+                    g_s = go * th if cfg.scale_output else go
+                elif cfg.scale_output:
+                    d = go - gv
+                    g_s = d * th
+                else:
+                    d = None
+                    g_s = torch.addcmul(go, gv, th.expand_as(gv) if not scalar_th else th, value=-1.0)
+                base = gv
                 if need_th:
-                    gth -= gv * s
-            else:  # V = H (1 - S) + v_reset S
+                    sf = s.to(h.dtype)
+                    if cfg.scale_output and not cfg.detach_reset:
+                        th_add(d, sf, 1.0)  # (go - gv) . S
+                    else:
+                        if cfg.scale_output:
+                            th_add(go, sf, 1.0)
+                        th_add(gv, sf, -1.0)
+            else:  # V = H (1 - S) + vr S
+                g_s = go * th if cfg.scale_output else go
                 if not cfg.detach_reset:
-                    g_s = g_s + gv * (vr - h)
-                g_h = gv * (1.0 - s) + g_s * sg
+                    g_s = torch.addcmul(g_s, gv, vr - h)
+                base = gv.masked_fill(s, 0.0)
+                if need_th and cfg.scale_output:
+                    th_add(go, s.to(h.dtype), 1.0)
             if need_th:
-                gth -= g_s * sg
+                th_add(g_s, sg, -1.0)
+            if not cfg.lif:
+                gv = torch.addcmul(base, g_s, sg, out=gx[t])
+                continue
+            g_h = torch.addcmul(base, g_s, sg)
             if need_k:
                 if t > 0:
                     h_prev = hs[t - 1]
@@ -152,18 +194,19 @@ class _MultiStep(torch.autograd.Function):
                 else:
                     v_prev = v_init
                 # dH/dk: decay_input -> X - (V - vr) = (H - V) / k ; else -(V - vr)
-                dk = (h - v_prev) / k if cfg.decay_input else (vr - v_prev)
-                gk += g_h * dk
-            if cfg.lif:
-                gx[t] = g_h * k if cfg.decay_input else g_h
-                gv = g_h * one_minus_k
+                dk = (h - v_prev) / kf if cfg.decay_input else (vr - v_prev)
+                gk = gk + torch.dot(g_h.reshape(-1), dk.reshape(-1))
+            if cfg.decay_input:
+                torch.mul(g_h, kf, out=gx[t])
             else:
-                gx[t] = g_h
-                gv = g_h
-        if need_th and cfg.half_init:
-            gth += 0.5 * gv
-        gth_out = gth.sum_to_size(th.shape) if need_th else None
-        gk_out = gk.sum().reshape(k.shape) if need_k else None
+                gx[t].copy_(g_h)
+            gv = g_h.mul_(1.0 - kf)
+        gth_out = None
+        if need_th:
+            if cfg.half_init:
+                th_add(gv, torch.ones_like(gv), 0.5)
+            gth_out = gth_acc.reshape(th.shape) if scalar_th else gth_acc.sum_to_size(th.shape)
+        gk_out = gk.reshape(k.shape) if need_k else None
         return gx, gth_out, gk_out, None
 
 
