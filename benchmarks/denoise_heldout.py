@@ -86,7 +86,7 @@ def main() -> None:
 
     summary = {}
     for name, rs in rows.items():
-        summary[name] = {"psnr": float(np.mean([r["psnr"] for r in rs])), "ssim": float(np.mean([r["ssim"] for r in rs]))}
+        summary[name] = {k: float(np.mean([r[k] for r in rs])) for k in ("psnr", "ssim")}
         rates = [r.get("firing_rate") for r in rs if r.get("firing_rate") is not None]
         if rates:
             summary[name]["firing_rate"] = float(np.mean(rates))

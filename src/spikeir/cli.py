@@ -165,6 +165,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .release import cmd_convert as run
+
+    return run(args)
+
+
 # ------------------------------------------------------------------------------ parser
 
 
@@ -212,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--device", default="auto")
     dm.add_argument("--overwrite", action="store_true", help="replace an existing panel")
     dm.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("convert", help="convert released weights to a spikeir model file")
+    c.add_argument("kind", choices=["esdnet"], help="which release format")
+    c.add_argument("src", help="released checkpoint (.pth/.pt, loaded without running pickled code)")
+    c.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(func=cmd_convert)
 
     m = sub.add_parser("models", help="list bundled models and presets")
     m.set_defaults(func=cmd_models)

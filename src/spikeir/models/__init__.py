@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from torch import nn
 
+from .esdnet import ESDNet, ESDNetANN
 from .spiking_dncnn import DnCNN, SpikingDnCNN
 
-__all__ = ["MODELS", "PRESETS", "build_model", "SpikingDnCNN", "DnCNN", "is_spiking"]
+__all__ = ["MODELS", "PRESETS", "build_model", "SpikingDnCNN", "DnCNN", "ESDNet", "ESDNetANN", "is_spiking"]
 
 MODELS: dict[str, type[nn.Module]] = {
     "spiking_dncnn": SpikingDnCNN,
     "dncnn": DnCNN,
+    "esdnet": ESDNet,
+    "esdnet_ann": ESDNetANN,
 }
 
 # name -> model config; "task" and "sigma" describe what the preset is for.
@@ -26,6 +29,15 @@ PRESETS: dict[str, dict] = {
         "neuron_kwargs": {"v_init": "half"},
     },
     "dncnn-cpu": {"name": "dncnn", "in_channels": 1, "depth": 10, "width": 32},
+        # ESDNet as released (12.8 M parameters), a small variant (the parity fixture's layout) and twins
+    "esdnet": {"name": "esdnet", "in_channels": 3, "out_channels": 3, "dim": 48,
+               "en_num_blocks": [4, 4, 8], "de_num_blocks": [2, 2, 2], "T": 4},
+    "esdnet-small": {"name": "esdnet", "in_channels": 3, "out_channels": 3, "dim": 16,
+                 "en_num_blocks": [1, 1, 2], "de_num_blocks": [1, 1, 1], "T": 4},
+    "esdnet-ann": {"name": "esdnet_ann", "in_channels": 3, "out_channels": 3, "dim": 48,
+                   "en_num_blocks": [4, 4, 8], "de_num_blocks": [2, 2, 2]},
+    "esdnet-small-ann": {"name": "esdnet_ann", "in_channels": 3, "out_channels": 3, "dim": 16,
+                         "en_num_blocks": [1, 1, 2], "de_num_blocks": [1, 1, 1]},
 }
 
 

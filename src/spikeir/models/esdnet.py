@@ -1,0 +1,294 @@
+"""ESDNet: spiking U-Net for single-image deraining (Song et al., IJCAI 2024), and its ANN twin.
+
+Layout (``D = dim``; sequences are ``[T, B, C, H, W]``)::
+
+    img [B,3,H,W] -> patch_embed (once, copied over T) -> x0 [T,B,D,H,W]
+    e1 = encoder_level1(x0)                                   D,  H
+    e2 = encoder_level2(down1_2(e1))                          2D, H/2
+    e3 = encoder_level3(down2_3(e2))                          4D, H/4
+    d2 = decoder_level2(reduce_chan_level2(cat(up3_2(decoder_level3(e3)), e2)))     2D, H/2
+    d1 = decoder_level1(cat(up2_1(d2), e1))                   2D, H
+    out = output(refinement(mean_T(d1))) + img                [B,3,H,W]
+
+Every level is a stack of spiking residual blocks (:class:`SRB`): two LIF-conv-tdBN stages plus
+a conv-tdBN shortcut, gated by multi-dimensional attention (:class:`MDA`: temporal, channel,
+spatial) and added to the block input. The network reads the image once and never emits spikes
+to the outside: the decoder's time mean goes through a real-valued refinement block
+(:class:`FRB`) and a convolution.
+
+Submodule names follow the authors' release, so a released state dict loads as is
+(:func:`spikeir.release.load_esdnet_release`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import repeat_time
+from ..neurons import LIF, BaseNeuron
+
+__all__ = ["ESDNet", "ESDNetANN", "SRB", "MDA", "FRB"]
+
+TDBN_ALPHA = 1.0 / math.sqrt(2.0)
+
+
+def _conv(cin: int, cout: int, k: int = 3, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias)
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """How one network builds its activations and normalisations (spiking or not)."""
+
+    T: int
+    v_threshold: float
+    tau: float
+    spiking: bool
+
+    def act(self) -> nn.Module:
+        if not self.spiking:
+            return nn.ReLU()
+        lif = LIF(tau=self.tau, v_threshold=self.v_threshold, v_reset=0.0, decay_input=False, surrogate="sigmoid")
+        th = lif.v_threshold
+        del lif.v_threshold  # a fixed threshold is config, not a weight: keep it out of the state dict
+        lif.register_buffer("v_threshold", th, persistent=False)
+        return lif
+
+    def bn(self, c: int, v_scale: float = 1.0) -> nn.BatchNorm2d:
+        """tdBN: BatchNorm over ``[T*B, C, H, W]``, weight ``alpha * V_th`` of the next layer."""
+        bn = nn.BatchNorm2d(c)
+        if self.spiking:
+            nn.init.constant_(bn.weight, TDBN_ALPHA * self.v_threshold * v_scale)
+        return bn
+
+
+class _Seq(nn.Sequential):
+    """Sequential on ``[T, B, ...]``: neurons see the sequence, the other layers ``[T*B, ...]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        T, B = x.shape[:2]
+        x = x.flatten(0, 1)
+        for m in self:
+            x = m(x.unflatten(0, (T, B))).flatten(0, 1) if isinstance(m, BaseNeuron) else m(x)
+        return x.unflatten(0, (T, B))
+
+
+class _PoolGate(nn.Module):
+    """Squeeze-excitation gate over dim 1 of ``[B, N, ...]``: ``sigmoid(MLP(avg) + MLP(max))``,
+    shape ``[B, N, 1, 1, 1]`` for a 5-d input. The MLP is ``N -> max(1, N // ratio) -> N``."""
+
+    def __init__(self, n: int, ratio: int) -> None:
+        super().__init__()
+        h = max(1, n // ratio)
+        self.sharedMLP = nn.Sequential(nn.Conv3d(n, h, 1, bias=False), nn.ReLU(), nn.Conv3d(h, n, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = F.adaptive_avg_pool3d(x, 1)
+        mx = F.adaptive_max_pool3d(x, 1)
+        return torch.sigmoid(self.sharedMLP(avg) + self.sharedMLP(mx))
+
+
+class _SpatialGate(nn.Module):
+    """``[B, T, C, H, W] -> [B, 1, 1, H, W]``: conv3x3 over the per-pixel mean and max of the
+    ``T*C`` maps, then sigmoid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1, 2)
+        pooled = torch.cat([x.mean(1, keepdim=True), x.max(1, keepdim=True).values], 1)
+        return torch.sigmoid(self.conv(pooled)).unsqueeze(1)
+
+
+class MDA(nn.Module):
+    """Multi-dimensional attention of MA-SNN (Yao et al., 2023): temporal, then channel, then
+    spatial gating, then ReLU. ``[T, B, C, H, W] -> [T, B, C, H, W]``.
+
+    The temporal MLP is ``T -> max(1, T // 4) -> T`` and the channel MLP ``C -> max(1, C // 16)
+    -> C``; ``temporal=False`` drops the temporal gate (the ANN twin)."""
+
+    def __init__(self, T: int, channels: int, temporal: bool = True) -> None:
+        super().__init__()
+        self.ta = _PoolGate(T, 4) if temporal else None
+        self.ca = _PoolGate(channels, 16)
+        self.sa = _SpatialGate()
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        u = u.transpose(0, 1)  # [B, T, C, H, W]
+        if self.ta is not None:
+            u = self.ta(u) * u  # pools (C, H, W) per time step
+        u = self.ca(u.transpose(1, 2)).transpose(1, 2) * u  # pools (T, H, W) per channel
+        u = self.sa(u) * u
+        return F.relu(u).transpose(0, 1)
+
+
+class SRB(nn.Module):
+    """Spiking residual block: ``MDA(residual(x) + shortcut(x)) + x``, ``[T,B,C,H,W]`` kept."""
+
+    def __init__(self, channels: int, parts: _Parts) -> None:
+        super().__init__()
+        c = channels
+        self.residual = _Seq(parts.act(), _conv(c, c), parts.bn(c), parts.act(), _conv(c, c), parts.bn(c, 0.2))
+        self.shortcut = _Seq(_conv(c, c), parts.bn(c))
+        self.attn = MDA(parts.T, c, temporal=parts.spiking)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(self.residual(x) + self.shortcut(x)) + x
+
+
+class Down(nn.Module):
+    """``[T,B,C,H,W] -> [T,B,2C,H/2,W/2]``: LIF -> conv3x3 stride 2 -> tdBN."""
+
+    def __init__(self, channels: int, parts: _Parts) -> None:
+        super().__init__()
+        self.maxpool_conv = _Seq(parts.act(), _conv(channels, 2 * channels, stride=2), parts.bn(2 * channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool_conv(x)
+
+
+class Up(nn.Module):
+    """``[T,B,C,H,W] -> [T,B,C/2,2H,2W]``: bilinear x2 on the real values -> LIF -> conv3x3 -> tdBN."""
+
+    def __init__(self, channels: int, parts: _Parts) -> None:
+        super().__init__()
+        self.up = _Seq(parts.act(), _conv(channels, channels // 2), parts.bn(channels // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.interpolate(x.flatten(0, 1), scale_factor=2, mode="bilinear", align_corners=False)
+        return self.up(y.unflatten(0, x.shape[:2]))
+
+
+class FRB(nn.Module):
+    """Feature refinement on real values, ``[B,C,H,W] -> [B,C,H,W]``: a channel gate ``a`` and a
+    pixel gate ``t`` mixed as ``(1 - t) * a + t * z`` (``a`` itself, as released)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        c, h = channels, max(1, channels // 8)
+        self.ca = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), _conv(c, h, 1, bias=True), nn.ReLU(), _conv(h, c, 1, bias=True), nn.Sigmoid()
+        )
+        self.sa = nn.Sequential(
+            _conv(c, c, bias=True), _conv(c, h, bias=True), nn.ReLU(), _conv(h, c, bias=True), nn.Sigmoid()
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        t = self.sa(z)
+        return (1 - t) * self.ca(z) + t * z
+
+
+class PatchEmbed(nn.Module):
+    """``[B,C,H,W] -> [B,dim,H,W]``: one conv3x3 without bias."""
+
+    def __init__(self, in_channels: int, dim: int) -> None:
+        super().__init__()
+        self.proj = _conv(in_channels, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+def _levels(blocks, name: str) -> list[int]:
+    blocks = [int(b) for b in blocks]
+    if len(blocks) not in (3, 4) or min(blocks[:3]) < 1:
+        raise ValueError(f"{name} needs 3 (or 4, the 4th unused) block counts >= 1, got {blocks}")
+    return blocks[:3]
+
+
+class ESDNet(nn.Module):
+    """Spiking deraining U-Net with the released layout and parameter names.
+
+    Args:
+        in_channels, out_channels: image channels (equal: the output adds the input image).
+        dim: channels of the first level (48 in the release); levels use ``dim, 2dim, 4dim``.
+        en_num_blocks: SRBs per encoder level (release ``[4, 4, 8]``; a 4th entry is ignored).
+        de_num_blocks: SRBs per decoder level 1..3 (release ``[2, 2, 2]``).
+        T: time steps; the temporal attention follows it (``T -> max(1, T//4) -> T``).
+        v_threshold: LIF threshold (0.15), also the tdBN weight scale.
+        tau: LIF time constant (2).
+
+    Shape: ``[B, C, H, W] -> [B, C, H, W]``, any ``H, W``: the input is reflect-padded to a
+    multiple of 4 (replicate when too small to reflect) and the output cropped back.
+    """
+
+    _spiking = True
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        dim: int = 48,
+        en_num_blocks=(4, 4, 8),
+        de_num_blocks=(2, 2, 2),
+        T: int = 4,
+        v_threshold: float = 0.15,
+        tau: float = 2.0,
+    ) -> None:
+        super().__init__()
+        if in_channels != out_channels:
+            raise ValueError(f"ESDNet adds the input to its output: in_channels ({in_channels}) must equal "
+                             f"out_channels ({out_channels})")
+        if T < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        en, de = _levels(en_num_blocks, "en_num_blocks"), _levels(de_num_blocks, "de_num_blocks")
+        self.config = {"in_channels": in_channels, "out_channels": out_channels, "dim": dim,
+                       "en_num_blocks": en, "de_num_blocks": de}
+        if self._spiking:
+            self.config.update(T=T, v_threshold=v_threshold, tau=tau)
+        self.T = T
+        p = _Parts(T=T, v_threshold=v_threshold, tau=tau, spiking=self._spiking)
+
+        def stack(c: int, n: int) -> nn.Sequential:
+            return nn.Sequential(*[SRB(c, p) for _ in range(n)])
+
+        D = dim
+        self.patch_embed = PatchEmbed(in_channels, D)
+        self.encoder_level1 = stack(D, en[0])
+        self.down1_2 = Down(D, p)
+        self.encoder_level2 = stack(2 * D, en[1])
+        self.down2_3 = Down(2 * D, p)
+        self.encoder_level3 = stack(4 * D, en[2])
+        self.decoder_level3 = stack(4 * D, de[2])
+        self.up3_2 = Up(4 * D, p)
+        self.reduce_chan_level2 = _Seq(p.act(), _conv(4 * D, 2 * D, 1), p.bn(2 * D))
+        self.decoder_level2 = stack(2 * D, de[1])
+        self.up2_1 = Up(2 * D, p)
+        self.decoder_level1 = stack(2 * D, de[0])
+        self.refinement = FRB(2 * D)
+        self.output = nn.Sequential(_conv(2 * D, out_channels, bias=True))
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        H, W = img.shape[-2:]
+        ph, pw = -H % 4, -W % 4
+        x = img
+        if ph or pw:
+            mode = "reflect" if H > ph and W > pw else "replicate"
+            x = F.pad(img, (0, pw, 0, ph), mode=mode)
+        x0 = repeat_time(self.patch_embed(x), self.T)  # [T,B,D,H,W], T identical views
+        e1 = self.encoder_level1(x0)
+        e2 = self.encoder_level2(self.down1_2(e1))
+        e3 = self.encoder_level3(self.down2_3(e2))
+        d3 = self.decoder_level3(e3)
+        d2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(d3), e2], 2)))
+        d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], 2))
+        out = self.output(self.refinement(d1.mean(0))) + x
+        return out[..., :H, :W]
+
+
+class ESDNetANN(ESDNet):
+    """The ANN twin of :class:`ESDNet`: ReLU for LIF, plain BatchNorm, no time axis (run as
+    ``T = 1``), channel and spatial attention only. Same names and shapes otherwise."""
+
+    _spiking = False
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, dim: int = 48,
+                 en_num_blocks=(4, 4, 8), de_num_blocks=(2, 2, 2)) -> None:
+        super().__init__(in_channels, out_channels, dim, en_num_blocks, de_num_blocks, T=1)
