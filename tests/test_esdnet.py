@@ -18,7 +18,7 @@ from spikeir.release import cmd_convert, convert_esdnet_release, load_esdnet_rel
 
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "esdnet_reference_small.safetensors"
 TINY = {"dim": 4, "en_num_blocks": [1, 1, 1], "de_num_blocks": [1, 1, 1], "T": 2}
-TOL = 1e-8
+TOL = 1e-10  # the issue asks for 1e-8; with float64 thresholds we match to ~1e-13
 
 
 @pytest.fixture(scope="module")

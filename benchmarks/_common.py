@@ -1,0 +1,160 @@
+"""Small helpers shared by the benchmarks: machine info, memory meters, stats, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when it is available, otherwise the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def machine_info(device: torch.device, threads: int) -> dict:
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "threads": threads,
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process: ``VmHWM`` on Linux (resettable with
+    :func:`reset_peak_rss`), else ``ru_maxrss``."""
+    hwm = _proc_status_kib("VmHWM")
+    if hwm is not None:
+        return hwm * 1024
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss) if sys.platform == "darwin" else int(rss) * 1024  # macOS: bytes, Linux: KiB
+
+
+def reset_peak_rss() -> tuple[int, str]:
+    """Start a new peak-RSS window; returns (baseline bytes, method).
+
+    On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets ``VmHWM`` to the current RSS,
+    so peak minus baseline is the growth inside the window alone. Elsewhere the baseline is
+    the ``ru_maxrss`` so far (imports included), which can hide growth smaller than it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        rss = _proc_status_kib("VmRSS")
+        hwm = _proc_status_kib("VmHWM")
+        if rss is not None and hwm is not None and hwm - rss < 1024:  # reset took effect
+            return rss * 1024, "VmHWM after clear_refs"
+    except OSError:
+        pass
+    return peak_rss_bytes(), "ru_maxrss"
+
+
+class SavedTensorMeter:
+    """Sum of the unique storages that autograd saves for backward inside :meth:`record`.
+
+    Views of one storage are counted once, so this is the memory the backward graph keeps
+    alive (parameters included, which are tiny here)."""
+
+    def __init__(self) -> None:
+        self._storages: dict[tuple[str, int], int] = {}
+        self.saved_count = 0
+
+    @contextmanager
+    def record(self):
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            self.saved_count += 1
+            try:
+                st = t.untyped_storage()
+                self._storages[(str(t.device), st.data_ptr())] = st.nbytes()
+            except (RuntimeError, NotImplementedError):  # sparse / exotic tensors
+                self._storages[(str(t.device), id(t))] = t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            yield self
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self._storages.values())
+
+
+def count_graph_nodes(t: torch.Tensor) -> int:
+    """Number of autograd nodes reachable from ``t`` (the size of the backward graph)."""
+    seen: set[int] = set()
+    stack = [t.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+    return len(seen)
+
+
+def summarize(times: list[float]) -> dict:
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "n": len(times),
+        "all_s": [round(t, 6) for t in times],
+    }
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den == 0:
+        return None
+    return num / den
+
+
+def mib(nbytes: float | None) -> str:
+    return "-" if nbytes is None else f"{nbytes / 2**20:.1f}"
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    line = fmt(headers)
+    return "\n".join([line, "-" * len(line), *(fmt(r) for r in rows)])
