@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,14 +17,6 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryErro
 def _fail(msg: str) -> int:
     print(f"spikeir: error: {msg}", file=sys.stderr)
     return 2
-
-
-def _write_json_atomic(path: str, obj: dict) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, p)
 
 
 # ------------------------------------------------------------------------------ commands
@@ -95,7 +85,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data import load_image_set
     from .evaluate import evaluate_denoise, model_in_channels
-    from .io import load_model
+    from .io import load_model, write_json_atomic
 
     if args.task != "denoise":
         raise ValueError(f"task {args.task!r} is not available yet (only denoise)")
@@ -112,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{r['name']:<{w}}  {r['psnr']:7.2f}  {r['ssim']:.4f}  {rate:>6}")
     print(f"(denoise, sigma {args.sigma:g}, {'gray' if gray else 'RGB'}, PSNR in dB on 0..255 after uint8 rounding)")
     if args.json:
-        _write_json_atomic(args.json, res)
+        write_json_atomic(args.json, res)
     return 0
 
 
@@ -225,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="output .safetensors file")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=cmd_convert)
+
+    from .energy import add_energy_parser
+
+    add_energy_parser(sub)
 
     m = sub.add_parser("models", help="list bundled models and presets")
     m.set_defaults(func=cmd_models)

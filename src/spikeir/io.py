@@ -20,7 +20,7 @@ from . import __version__
 from .models import PRESETS, build_model
 
 __all__ = ["save_model", "read_model_file", "load_model", "bundled_models", "PRETRAINED_DIR",
-           "resolve_device", "atomic_torch_save"]
+           "resolve_device", "atomic_torch_save", "write_json_atomic"]
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
@@ -61,6 +61,19 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
+    """Write ``obj`` as indented JSON to a temporary file in the same folder, then rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, p)
     finally:
         if tmp.exists():
             tmp.unlink()
