@@ -18,13 +18,14 @@ def test_there_are_recipes():
 def test_recipe_builds_its_model(path):
     cfg = load_config(path)
     model = build_model(resolve_model_cfg(cfg["model"]))
-    assert is_spiking(model) == path.name.startswith("spiden")
+    assert is_spiking(model) == (path.name.startswith("spiden") or ("esdnet" in path.name and "ann" not in path.name))
     assert isinstance(cfg["optim"]["lr"], float) and cfg["train"]["steps"] > 0
 
 
-def test_twins_are_trained_the_same_way():
-    for kind in ("cpu", "paper"):
-        a = load_config(CONFIGS[0].parent / f"spiden-{kind}-s25.yaml")
-        b = load_config(CONFIGS[0].parent / f"dncnn-{kind}-s25.yaml")
-        for key in ("data", "optim", "sched", "loss", "train"):
-            assert a[key] == b[key], (kind, key)
+@pytest.mark.parametrize("snn,ann", [("spiden-cpu-s25", "dncnn-cpu-s25"), ("spiden-paper-s25", "dncnn-paper-s25"),
+                                     ("esdnet-small-cpu", "esdnet-small-ann-cpu")])
+def test_twins_are_trained_the_same_way(snn, ann):
+    a = load_config(CONFIGS[0].parent / f"{snn}.yaml")
+    b = load_config(CONFIGS[0].parent / f"{ann}.yaml")
+    for key in ("data", "optim", "sched", "loss", "train"):
+        assert a[key] == b[key], key

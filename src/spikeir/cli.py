@@ -49,7 +49,8 @@ def _collect_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
-def cmd_denoise(args: argparse.Namespace) -> int:
+def _restore_files(args: argparse.Namespace, task: str) -> int:
+    """Shared body of ``denoise`` and ``derain``: files/folders in, PNGs out, never clobbering."""
     from .data import ImageReadError, add_test_noise, read_image, to_uint8, write_image_atomic
     from .evaluate import model_in_channels, restore
     from .io import load_model
@@ -58,12 +59,16 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     targets = [outdir / (f.stem + ".png") for f in files]
     if len(set(targets)) != len(targets):
-        raise ValueError("two inputs share a file name; denoise them into separate folders")
+        raise ValueError(f"two inputs share a file name; {task} them into separate folders")
     clash = [t for t in targets if t.exists()]
     if clash and not args.overwrite:
         raise FileExistsError(f"{clash[0]} exists (use --overwrite to replace; {len(clash)} file(s) would be)")
     model = load_model(args.model, args.device)
+    model_task = model.spikeir_info.get("task")
+    if model_task and model_task != task:
+        raise ValueError(f"model {args.model!r} was trained for {model_task}, not {task}")
     gray = model_in_channels(model) == 1
+    sigma = getattr(args, "sigma", 0.0)
     done = 0
     for f, t in zip(files, targets):
         try:
@@ -71,8 +76,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         except ImageReadError as e:
             warnings.warn(f"skipping {e}", stacklevel=1)
             continue
-        x = add_test_noise(img, args.sigma, args.seed) if args.sigma else img.astype(np.float64) / 255.0
-        out, rate = restore(model, x)
+        x = add_test_noise(img, sigma, args.seed) if sigma else img.astype(np.float64) / 255.0
+        out, rate = restore(model, x, tile=args.tile or None, overlap=args.overlap)
         write_image_atomic(t, to_uint8(out), overwrite=args.overwrite)
         extra = "" if rate is None else f", firing rate {rate:.3f}"
         print(f"{f} -> {t}{extra}")
@@ -82,17 +87,33 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_denoise(args: argparse.Namespace) -> int:
+    return _restore_files(args, "denoise")
+
+
+def cmd_derain(args: argparse.Namespace) -> int:
+    return _restore_files(args, "derain")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data import load_image_set
-    from .evaluate import evaluate_denoise, model_in_channels
+    from .evaluate import evaluate_denoise, evaluate_derain, model_in_channels
     from .io import load_model, write_json_atomic
+    from .rain import load_rain_set
 
-    if args.task != "denoise":
-        raise ValueError(f"task {args.task!r} is not available yet (only denoise)")
     model = load_model(args.model, args.device)
-    gray = model_in_channels(model) == 1
-    images = load_image_set(args.data, gray=gray)
-    res = evaluate_denoise(model, images, args.sigma, seed=args.seed)
+    if args.task == "denoise":
+        gray = model_in_channels(model) == 1
+        res = evaluate_denoise(model, load_image_set(args.data, gray=gray), args.sigma, seed=args.seed)
+        footer = (f"denoise, sigma {args.sigma:g}, {'gray' if gray else 'RGB'}, "
+                  "PSNR in dB on 0..255 after uint8 rounding")
+    else:
+        desc, triples = load_rain_set(args.data, args.layout, args.rainy_half, seed=args.seed)
+        print(f"{args.data}: {desc}")
+        res = evaluate_derain(model, triples, y_channel=args.channel == "y", crop_border=args.crop_border,
+                              tile=args.tile or None, overlap=args.overlap)
+        footer = (f"derain, PSNR/SSIM on {'the Y channel (BT.601)' if args.channel == 'y' else 'RGB'}, "
+                  f"crop_border {args.crop_border}, after uint8 rounding")
     res["model"] = str(args.model)
     res["data"] = str(args.data)
     w = max(8, max(len(r["name"]) for r in res["images"]))
@@ -100,7 +121,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for r in res["images"] + [{"name": "mean", **res["mean"]}]:
         rate = "-" if r["firing_rate"] is None else f"{r['firing_rate']:.3f}"
         print(f"{r['name']:<{w}}  {r['psnr']:7.2f}  {r['ssim']:.4f}  {rate:>6}")
-    print(f"(denoise, sigma {args.sigma:g}, {'gray' if gray else 'RGB'}, PSNR in dB on 0..255 after uint8 rounding)")
+    print(f"({footer})")
     if args.json:
         write_json_atomic(args.json, res)
     return 0
@@ -165,6 +186,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .rain import LAYOUTS
+
     p = argparse.ArgumentParser(prog="spikeir", description="Image restoration with spiking neural networks.")
     p.add_argument("--version", action="version", version=f"spikeir {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -178,24 +201,37 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    d = sub.add_parser("denoise", help="denoise image files or folders into PNGs")
-    d.add_argument("inputs", nargs="+", help="image files or folders")
-    d.add_argument("-o", "--output", required=True, help="output folder")
-    d.add_argument("--model", default="spiden-s25", help="bundled model name or .safetensors path")
-    d.add_argument("--sigma", type=float, default=0.0,
-                   help="add Gaussian noise of this sigma first (test protocol, seed --seed); "
-                   "0 = inputs are already noisy")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="auto")
-    d.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    d.set_defaults(func=cmd_denoise)
+    for name, helptext, default in (("denoise", "denoise image files or folders into PNGs", "spiden-s25"),
+                                    ("derain", "derain image files or folders into PNGs", "esdnet-s")):
+        d = sub.add_parser(name, help=helptext)
+        d.add_argument("inputs", nargs="+", help="image files or folders")
+        d.add_argument("-o", "--output", required=True, help="output folder")
+        d.add_argument("--model", default=default, help="bundled model name or .safetensors path")
+        if name == "denoise":
+            d.add_argument("--sigma", type=float, default=0.0,
+                           help="add Gaussian noise of this sigma first (test protocol, seed --seed); "
+                           "0 = inputs are already noisy")
+        d.add_argument("--seed", type=int, default=0)
+        d.add_argument("--tile", type=int, default=0, help="process in tiles of this size (0 = whole image)")
+        d.add_argument("--overlap", type=int, default=8, help="tile overlap in pixels")
+        d.add_argument("--device", default="auto")
+        d.add_argument("--overwrite", action="store_true", help="replace existing output files")
+        d.set_defaults(func=cmd_denoise if name == "denoise" else cmd_derain)
 
-    e = sub.add_parser("eval", help="evaluate a model on a folder of clean images")
-    e.add_argument("--task", default="denoise", choices=["denoise"])
-    e.add_argument("--data", required=True, help="folder of clean images or builtin:heldout")
+    e = sub.add_parser("eval", help="evaluate a model on a test set")
+    e.add_argument("--task", default="denoise", choices=["denoise", "derain"])
+    e.add_argument("--data", required=True,
+                   help="denoise: folder of clean images; derain: paired rain set (any layout); or builtin:heldout")
     e.add_argument("--model", required=True, help="bundled model name or .safetensors path")
-    e.add_argument("--sigma", type=float, default=25.0)
+    e.add_argument("--sigma", type=float, default=25.0, help="denoise: noise level")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--layout", choices=LAYOUTS, help="derain: dataset layout (default: detect)")
+    e.add_argument("--rainy-half", default="left", choices=["left", "right"],
+                   help="derain, side_by_side layout: which half is rainy")
+    e.add_argument("--channel", default="y", choices=["y", "rgb"], help="derain: measure on Y (default) or RGB")
+    e.add_argument("--crop-border", type=int, default=0)
+    e.add_argument("--tile", type=int, default=0, help="derain: tiles of this size (0 = whole image)")
+    e.add_argument("--overlap", type=int, default=8)
     e.add_argument("--device", default="auto")
     e.add_argument("--json", help="write the results as JSON here")
     e.set_defaults(func=cmd_eval)

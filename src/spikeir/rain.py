@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from .data import IMAGE_EXTENSIONS, list_images, read_image
 
-__all__ = ["RAIN_PRESETS", "synth_rain", "RainPair", "find_rain_pairs", "load_rain_pair", "LAYOUTS"]
+__all__ = ["RAIN_PRESETS", "synth_rain", "RainPair", "find_rain_pairs", "load_rain_pair", "LAYOUTS",
+           "synthetic_rain_set", "load_rain_set", "RainPatchSampler"]
 
 # ranges sampled uniformly per streak layer: density = seeds per pixel
 RAIN_PRESETS: dict[str, dict] = {
@@ -254,3 +255,87 @@ def load_rain_pair(pair: RainPair) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"size mismatch: {pair.rainy} is {rainy.shape[1]}x{rainy.shape[0]} but "
                          f"{pair.clean} is {clean.shape[1]}x{clean.shape[0]}")
     return rainy, clean
+
+
+# ------------------------------------------------------------------------------ training / eval
+
+
+def _rain_seed(seed: int, name: str) -> int:
+    return (seed * 1_000_003 + sum(ord(c) * 31**i for i, c in enumerate(name))) % (2**31)
+
+
+def synthetic_rain_set(
+    spec: str, preset: str = "mixed", seed: int = 0
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, rainy, clean)`` uint8 RGB triples: synthetic rain over a set of clean images
+    (``builtin:NAME`` or a folder). Each image's rain is seeded by ``seed`` and its name, so the
+    set is the same on every machine. ``preset="mixed"`` alternates light and heavy."""
+    from .data import load_image_set
+
+    out = []
+    for i, (name, clean) in enumerate(load_image_set(spec, gray=False)):
+        p = preset if preset != "mixed" else ("light", "heavy")[i % 2]
+        rainy, _, _ = synth_rain(clean, p, seed=_rain_seed(seed, name))
+        out.append((name, rainy, clean))
+    return out
+
+
+def load_rain_set(
+    spec: str, layout: str | None = None, rainy_half: str = "left", preset: str = "mixed", seed: int = 0
+) -> tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """A deraining test set: ``builtin:NAME`` (synthetic rain over built-in images) or a paired
+    dataset folder/list in any of :data:`LAYOUTS`. Returns ``(description, triples)``; the
+    description names the layout found and the number of pairs."""
+    if spec.startswith("builtin:"):
+        triples = synthetic_rain_set(spec, preset, seed)
+        return f"synthetic {preset} rain over {spec} ({len(triples)} images)", triples
+    found, pairs = find_rain_pairs(spec, layout, rainy_half)
+    triples = [(p.name, *load_rain_pair(p)) for p in pairs]
+    return f"{found} layout, {len(triples)} pairs", triples
+
+
+@dataclass
+class RainPatchSampler:
+    """Training batches for deraining: aligned random crops ``(rainy, clean)`` float32
+    ``[B, 3, P, P]`` in [0, 1]. From ``pairs`` (a paired dataset) or from clean ``images`` with
+    fresh synthetic rain per patch (``preset`` light, heavy or mixed). Batch ``i`` is a pure
+    function of ``(seed, i)``; no flips or rotations (rain has a direction), as in the release."""
+
+    images: list[np.ndarray] | None = None
+    pairs: list[tuple[np.ndarray, np.ndarray]] | None = None
+    patch: int = 64
+    batch_size: int = 12
+    preset: str = "mixed"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        srcs = self.pairs if self.pairs is not None else [(None, im) for im in (self.images or [])]
+        if not srcs:
+            raise ValueError("no training images for deraining")
+        small = [c.shape for _, c in srcs if min(c.shape[:2]) < self.patch]
+        if small:
+            raise ValueError(f"patch size {self.patch} is larger than image(s) of shape {small[:3]}")
+        if self.preset not in ("mixed", *RAIN_PRESETS):
+            raise ValueError(f"unknown rain preset {self.preset!r}; choose mixed, {', '.join(RAIN_PRESETS)}")
+        self._srcs = srcs
+        w = np.array([(c.shape[0] - self.patch + 1) * (c.shape[1] - self.patch + 1) for _, c in srcs], float)
+        self._probs = torch.from_numpy(w / w.sum())
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        P = self.patch
+        rainy, clean = [], []
+        for i in torch.multinomial(self._probs, self.batch_size, replacement=True, generator=g).tolist():
+            r, c = self._srcs[i]
+            y = int(torch.randint(0, c.shape[0] - P + 1, (1,), generator=g))
+            x = int(torch.randint(0, c.shape[1] - P + 1, (1,), generator=g))
+            cp = c[y : y + P, x : x + P]
+            if r is None:
+                k = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+                preset = self.preset if self.preset != "mixed" else ("light", "heavy")[k % 2]
+                rp = synth_rain(cp, preset, seed=k)[0]
+            else:
+                rp = r[y : y + P, x : x + P]
+            rainy.append(torch.from_numpy(np.ascontiguousarray(rp)).permute(2, 0, 1))
+            clean.append(torch.from_numpy(np.ascontiguousarray(cp)).permute(2, 0, 1))
+        return torch.stack(rainy).float().div_(255.0), torch.stack(clean).float().div_(255.0)

@@ -24,12 +24,14 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import DenoisePatchSampler, load_image_set
-from .evaluate import evaluate_denoise
+from .evaluate import evaluate_denoise, evaluate_derain
 from .io import atomic_torch_save, resolve_device, save_model
+from .metrics import ssim_torch
 from .models import PRESETS, build_model, is_spiking
 from .neurons import record_firing_rates
+from .rain import RainPatchSampler, load_rain_set, synthetic_rain_set
 
-__all__ = ["train", "resolve_model_cfg", "lr_at", "TrainingError"]
+__all__ = ["train", "resolve_model_cfg", "lr_at", "TrainingError", "TASKS", "DenoiseTask", "DerainTask"]
 
 
 class TrainingError(RuntimeError):
@@ -59,13 +61,15 @@ def lr_at(step: int, total: int, lr: float, warmup: int, min_lr: float) -> float
 
 
 def _loss_fn(name: str):
+    if name == "ssim":  # 1 - SSIM (11x11 Gaussian, on [0, 1]), the ESDNet release's loss
+        return lambda a, b: 1.0 - ssim_torch(a, b, peak=1.0).mean()
     if name == "mse":
         return nn.functional.mse_loss
     if name == "l1":
         return nn.functional.l1_loss
     if name == "charbonnier":
         return lambda a, b: torch.sqrt((a - b) ** 2 + 1e-6).mean()
-    raise ValueError(f"unknown loss {name!r}; choose mse, l1 or charbonnier")
+    raise ValueError(f"unknown loss {name!r}; choose mse, l1, charbonnier or ssim")
 
 
 def _make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
@@ -85,6 +89,68 @@ def _center_crop(img: np.ndarray, size: int | None) -> np.ndarray:
     H, W = img.shape[:2]
     y, x = max(0, (H - size) // 2), max(0, (W - size) // 2)
     return img[y : y + size, x : x + size]
+
+
+class DenoiseTask:
+    """Gaussian denoising: random patches of clean images with fresh noise; validation on
+    centre crops of ``data.val`` under the test protocol."""
+
+    name = "denoise"
+
+    def __init__(self, dcfg: dict, seed: int) -> None:
+        self.gray = bool(dcfg.get("gray", True))
+        self.channels = 1 if self.gray else 3
+        self.sigma = dcfg["sigma"]
+        self.val_sigma = float(dcfg.get("val_sigma", 25.0))
+        imgs = [im for _, im in load_image_set(dcfg["train"], gray=self.gray)]
+        self.sampler = DenoisePatchSampler(
+            imgs, patch=int(dcfg["patch"]), batch_size=int(dcfg["batch_size"]), seed=seed,
+            sigma=tuple(self.sigma) if isinstance(self.sigma, list) else float(self.sigma))
+        self.val = [(n, _center_crop(im, dcfg.get("val_crop")))
+                    for n, im in (load_image_set(dcfg["val"], gray=self.gray) if dcfg.get("val") else [])]
+
+    def validate(self, model: nn.Module, dev: torch.device) -> dict | None:
+        return evaluate_denoise(model, self.val, self.val_sigma, dev) if self.val else None
+
+    def meta(self) -> dict:
+        return {"task": "denoise", "gray": self.gray, "sigma": self.sigma}
+
+
+class DerainTask:
+    """Deraining: aligned crops of a paired rain dataset (``data.train_pairs``, any layout) or
+    of clean images (``data.train``) with fresh synthetic rain (``data.rain``: light, heavy,
+    mixed); validation on ``data.val`` with synthetic rain (fixed seeds) or ``data.val_pairs``,
+    PSNR/SSIM on the Y channel."""
+
+    name = "derain"
+    channels = 3
+
+    def __init__(self, dcfg: dict, seed: int) -> None:
+        self.preset = dcfg.get("rain", "mixed")
+        if dcfg.get("train_pairs"):
+            _, triples = load_rain_set(str(dcfg["train_pairs"]), dcfg.get("layout"), dcfg.get("rainy_half", "left"))
+            self.sampler = RainPatchSampler(pairs=[(r, c) for _, r, c in triples], patch=int(dcfg["patch"]),
+                                            batch_size=int(dcfg["batch_size"]), seed=seed)
+        else:
+            imgs = [im for _, im in load_image_set(dcfg["train"], gray=False)]
+            self.sampler = RainPatchSampler(images=imgs, patch=int(dcfg["patch"]), batch_size=int(dcfg["batch_size"]),
+                                            preset=self.preset, seed=seed)
+        triples = []
+        if dcfg.get("val_pairs"):
+            _, triples = load_rain_set(str(dcfg["val_pairs"]), dcfg.get("layout"), dcfg.get("rainy_half", "left"))
+        elif dcfg.get("val"):
+            triples = synthetic_rain_set(str(dcfg["val"]), self.preset)
+        crop = dcfg.get("val_crop")
+        self.val = [(n, _center_crop(r, crop), _center_crop(c, crop)) for n, r, c in triples]
+
+    def validate(self, model: nn.Module, dev: torch.device) -> dict | None:
+        return evaluate_derain(model, self.val, dev) if self.val else None
+
+    def meta(self) -> dict:
+        return {"task": "derain", "gray": False, "rain": self.preset}
+
+
+TASKS = {"denoise": DenoiseTask, "derain": DerainTask}
 
 
 def _checkpoints(run: Path) -> list[Path]:
@@ -119,8 +185,6 @@ def train(
     run = Path(out_dir)
     dev = resolve_device(device)
     tcfg, dcfg = cfg["train"], cfg["data"]
-    if cfg.get("task", "denoise") != "denoise":
-        raise ValueError(f"task {cfg.get('task')!r} is not supported by this trainer yet")
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg["threads"]))
     existing = _checkpoints(run)
@@ -134,21 +198,15 @@ def train(
     np.random.seed(seed)
     random.seed(seed)
 
+    if cfg.get("task", "denoise") not in TASKS:
+        raise ValueError(f"unknown task {cfg.get('task')!r}; choose one of {sorted(TASKS)}")
+    task = TASKS[cfg.get("task", "denoise")](dcfg, seed)
     model_cfg = resolve_model_cfg(cfg["model"])
-    gray = bool(dcfg.get("gray", True))
-    model_cfg.setdefault("in_channels", 1 if gray else 3)
-    if model_cfg["in_channels"] != (1 if gray else 3):
-        raise ValueError(f"model in_channels={model_cfg['in_channels']} but data.gray={gray}")
+    model_cfg.setdefault("in_channels", task.channels)
+    if model_cfg["in_channels"] != task.channels:
+        raise ValueError(f"model in_channels={model_cfg['in_channels']} but the {task.name} data has {task.channels}")
     model = build_model(model_cfg).to(dev)
     spiking = is_spiking(model)
-
-    train_imgs = [im for _, im in load_image_set(dcfg["train"], gray=gray)]
-    sigma = dcfg["sigma"]
-    sampler = DenoisePatchSampler(train_imgs, patch=int(dcfg["patch"]), batch_size=int(dcfg["batch_size"]),
-                                  sigma=tuple(sigma) if isinstance(sigma, list) else float(sigma), seed=seed)
-    val_imgs = []
-    if dcfg.get("val"):
-        val_imgs = [(n, _center_crop(im, dcfg.get("val_crop"))) for n, im in load_image_set(dcfg["val"], gray=gray)]
 
     opt = _make_optimizer(model.parameters(), cfg["optim"])
     loss_fn = _loss_fn(cfg.get("loss", "mse"))
@@ -178,9 +236,9 @@ def train(
             old.unlink()
 
     def validate(step: int) -> dict | None:
-        if not val_imgs:
+        res = task.validate(model, dev)
+        if res is None:
             return None
-        res = evaluate_denoise(model, val_imgs, float(dcfg.get("val_sigma", 25.0)), dev)
         log({"step": step, "val_psnr": res["mean"]["psnr"], "val_ssim": res["mean"]["ssim"],
              "val_firing_rate": res["mean"]["firing_rate"]})
         model.train()
@@ -202,7 +260,7 @@ def train(
         lr = lr_at(step, steps, base_lr, warmup, min_lr)
         for g in opt.param_groups:
             g["lr"] = lr
-        noisy, clean = (t.to(dev, non_blocking=True) for t in sampler.batch(step))
+        noisy, clean = (t.to(dev, non_blocking=True) for t in task.sampler.batch(step))
         want_log = (step + 1) % int(tcfg["log_every"]) == 0 or step + 1 == steps
         with record_firing_rates(model) if want_log else nullcontext() as fr:
             out = model(noisy)
@@ -248,8 +306,7 @@ def train(
         log_f.close()
         return {"steps": stop_at, "paused": True}
     val_res = validate(steps) or {}
-    meta = {"task": "denoise", "gray": gray, "sigma": sigma, "steps": steps,
-            "train_config": cfg, "val": val_res.get("mean")}
+    meta = {**task.meta(), "steps": steps, "train_config": cfg, "val": val_res.get("mean")}
     save_model(run / "model.safetensors", model, model_cfg, **meta)
     log({"event": "end", "step": steps, "val": val_res.get("mean")})
     log_f.close()
