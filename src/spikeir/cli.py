@@ -176,6 +176,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt_rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def cmd_spikes(args: argparse.Namespace) -> int:
+    from .data import read_image
+    from .evaluate import model_in_channels, restore
+    from .io import load_model, write_json_atomic
+    from .models import is_spiking
+    from .visualize import record_spike_maps, spike_map_panel, spike_rates_by_region
+
+    if not (args.output or args.json):
+        raise ValueError("nothing to write: give -o OUT.png and/or --json FILE")
+    out_png = Path(args.output) if args.output else None
+    if out_png is not None and out_png.exists() and not args.overwrite:
+        raise FileExistsError(f"{out_png} exists (use --overwrite to replace it)")
+    model = load_model(args.model, args.device)
+    if not is_spiking(model):
+        raise ValueError(f"model {args.model!r} has no spiking neurons")
+    img = read_image(args.input, gray=model_in_channels(model) == 1)
+    mask = None
+    if args.mask:
+        mask = read_image(args.mask, gray=True) > 127
+        if mask.shape != img.shape[:2]:
+            raise ValueError(f"mask {args.mask} is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                             f"{img.shape[1]}x{img.shape[0]}")
+    x = img.astype(np.float64) / 255.0
+    if args.sigma:
+        from .data import add_test_noise
+
+        x = add_test_noise(img, args.sigma, seed=0)
+    with record_spike_maps(model) as maps:
+        _, rate = restore(model, x)
+    layers = [args.layer] if args.layer else None
+    if out_png is not None:
+        spike_map_panel(img, maps, out_png, layers=layers, overwrite=args.overwrite)
+        print(f"spike-rate maps: {out_png} (input + {len(layers or maps)} layer(s); mean firing rate {rate:.3f})")
+    result: dict = {"model": str(args.model), "input": str(args.input), "mean_firing_rate": rate,
+                    "layers": [{"name": n, "rate": float(m.mean())} for n, m in maps.items()]}
+    if mask is not None:
+        result["mask"] = str(args.mask)
+        result["layers"] = spike_rates_by_region(maps, mask)
+        print(f"{'layer':<40} {'rain':>7} {'background':>11}")
+        for r in result["layers"]:
+            print(f"{r['name']:<40} {_fmt_rate(r['rate_rain']):>7} {_fmt_rate(r['rate_background']):>11}")
+    if args.json:
+        write_json_atomic(args.json, result)
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .release import cmd_convert as run
 
@@ -244,6 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--device", default="auto")
     dm.add_argument("--overwrite", action="store_true", help="replace an existing panel")
     dm.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("spikes", help="per-layer spike-rate maps; rain vs background rates with --mask")
+    sp.add_argument("input", help="an image")
+    sp.add_argument("--model", required=True, help="spiking model: bundled name or .safetensors path")
+    sp.add_argument("-o", "--output", help="PNG of the input next to per-layer rate maps")
+    sp.add_argument("--layer", help="only this layer (name as listed in the JSON)")
+    sp.add_argument("--mask", help="PNG mask of the same size, white = rain: report rates inside vs outside")
+    sp.add_argument("--sigma", type=float, default=0.0, help="add test noise of this sigma first (denoisers)")
+    sp.add_argument("--json", help="write per-layer rates as JSON")
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.set_defaults(func=cmd_spikes)
 
     c = sub.add_parser("convert", help="convert released weights to a spikeir model file")
     c.add_argument("kind", choices=["esdnet"], help="which release format")

@@ -13,7 +13,7 @@ from torch import nn
 
 from .neurons import BaseNeuron
 
-__all__ = ["record_spike_maps", "rate_map_image", "make_panel"]
+__all__ = ["record_spike_maps", "rate_map_image", "make_panel", "spike_rates_by_region", "spike_map_panel"]
 
 
 @contextmanager
@@ -82,4 +82,62 @@ def make_panel(
         x += im.shape[1] + gap
     if path is not None:
         write_image_atomic(path, np.asarray(canvas), overwrite=overwrite)
+    return canvas
+
+
+def _resize_map(m: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """``[H', W'] -> [H, W]``."""
+    kw = {"align_corners": False} if mode == "bilinear" else {}
+    return torch.nn.functional.interpolate(m[None, None].float(), size=size, mode=mode, **kw)[0, 0]
+
+
+def spike_rates_by_region(maps: dict[str, torch.Tensor], mask: np.ndarray) -> list[dict]:
+    """Per layer, the mean firing rate inside ``mask`` (bool ``[H, W]`` at input resolution, e.g.
+    rain streaks) and outside it. The mask is area-resampled to each layer's resolution and a
+    layer pixel counts as inside when at least half of the input pixels it covers are."""
+    m = torch.from_numpy(mask.astype(np.float32))
+    rows = []
+    for name, rate in maps.items():
+        r = rate[0]
+        inside = torch.nn.functional.adaptive_avg_pool2d(m[None, None], r.shape)[0, 0] >= 0.5 \
+            if r.shape != m.shape else m.bool()
+        n_in, n_out = int(inside.sum()), int((~inside).sum())
+        rows.append({
+            "name": name,
+            "rate_rain": float(r[inside].mean()) if n_in else None,
+            "rate_background": float(r[~inside].mean()) if n_out else None,
+            "pixels_rain": n_in,
+            "pixels_background": n_out,
+        })
+    return rows
+
+
+def spike_map_panel(
+    image: np.ndarray, maps: dict[str, torch.Tensor], path: str | Path, layers: list[str] | None = None,
+    overwrite: bool = False, columns: int = 4,
+) -> Image.Image:
+    """The input image followed by one heat map per layer (resized to the image, each scaled to
+    its own maximum rate, which the caption gives), in a grid of ``columns``."""
+    from .data import write_image_atomic
+
+    names = layers or list(maps)
+    missing = [n for n in names if n not in maps]
+    if missing:
+        raise ValueError(f"no spike map for layer(s) {missing}; layers: {', '.join(maps)}")
+    H, W = image.shape[:2]
+    tiles = [("input", _as_rgb(image))]
+    for n in names:
+        r = _resize_map(maps[n][0], (H, W), mode="nearest").numpy()
+        peak = float(r.max())
+        tiles.append((f"{n} (max {peak:.2f})", _colormap(r / (peak or 1.0))))
+    gap, cap = 6, 18
+    rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]
+    canvas = Image.new("RGB", (columns * (W + gap) - gap, len(rows) * (H + cap + gap)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for ri, row in enumerate(rows):
+        for ci, (label, im) in enumerate(row):
+            x, y = ci * (W + gap), ri * (H + cap + gap)
+            canvas.paste(Image.fromarray(im), (x, y + cap))
+            draw.text((x + 3, y + 3), label[: max(8, W // 6)], fill=(0, 0, 0))
+    write_image_atomic(path, np.asarray(canvas), overwrite=overwrite)
     return canvas
