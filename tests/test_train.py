@@ -39,6 +39,7 @@ def test_train_writes_run_and_model(tmp_path):
     assert info["model"] == TINY_SNN and info["task"] == "denoise"
     assert res["mean"]["psnr"] == pytest.approx(info["val"]["psnr"])
     assert model(torch.rand(1, 1, 9, 9)).shape == (1, 1, 9, 9)
+    assert (run / "curves.png").is_file()
 
 
 def test_refuses_to_clobber_a_run(tmp_path):

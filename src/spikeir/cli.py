@@ -226,6 +226,13 @@ def cmd_spikes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_run
+
+    print(f"curves: {plot_run(args.run_dir, args.output)}")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .release import cmd_convert as run
 
@@ -306,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="auto")
     sp.add_argument("--overwrite", action="store_true")
     sp.set_defaults(func=cmd_spikes)
+
+    pl = sub.add_parser("plot", help="redraw a run's training curves (loss, validation PSNR, firing rates)")
+    pl.add_argument("run_dir", help="a run directory written by spikeir train")
+    pl.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png, replaced)")
+    pl.set_defaults(func=cmd_plot)
 
     c = sub.add_parser("convert", help="convert released weights to a spikeir model file")
     c.add_argument("kind", choices=["esdnet"], help="which release format")

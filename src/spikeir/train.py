@@ -29,6 +29,7 @@ from .io import atomic_torch_save, resolve_device, save_model
 from .metrics import ssim_torch
 from .models import PRESETS, build_model, is_spiking
 from .neurons import record_firing_rates
+from .plots import plot_run
 from .rain import RainPatchSampler, load_rain_set, synthetic_rain_set
 
 __all__ = ["train", "resolve_model_cfg", "lr_at", "TrainingError", "TASKS", "DenoiseTask", "DerainTask"]
@@ -310,4 +311,5 @@ def train(
     save_model(run / "model.safetensors", model, model_cfg, **meta)
     log({"event": "end", "step": steps, "val": val_res.get("mean")})
     log_f.close()
+    plot_run(run)
     return {**val_res, "steps": steps}
