@@ -96,7 +96,7 @@ def test_demo_with_given_models(tmp_path, tiny_models, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--snn", str(tiny_models["snn"]), "--ann", str(tiny_models["ann"])]) == 0
     text = capsys.readouterr().out
-    assert "PSNR" in text and "firing rate" in text
+    assert "PSNR" in text and "firing rate" in text and "estimated energy" in text
     panel = read_image(out / "denoise_panel.png")
     assert panel.shape[1] > 5 * 512 and panel.shape[2] == 3
     assert main(["demo", "-o", str(out), "--snn", str(tiny_models["snn"]), "--ann", str(tiny_models["ann"])]) == 2

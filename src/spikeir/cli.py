@@ -147,6 +147,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import torch
+
     from .data import add_test_noise, builtin_images, to_uint8
     from .evaluate import restore
     from .io import load_model
@@ -169,6 +171,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"{'noisy input':<22} {psnr(noisy_u8, clean):8.2f} {ssim(noisy_u8, clean):7.4f} {'':>12}")
     print(f"{'SNN ' + args.snn:<22} {psnr(den_snn, clean):8.2f} {ssim(den_snn, clean):7.4f} {rate:12.3f}")
     print(f"{'ANN ' + args.ann:<22} {psnr(den_ann, clean):8.2f} {ssim(den_ann, clean):7.4f} {'-':>12}")
+    from .energy import measure
+
+    crop = noisy[:128, :128] if noisy.shape[0] >= 128 and noisy.shape[1] >= 128 else noisy
+    e = measure(snn, [torch.from_numpy(crop).float()[None]], name=args.snn).energy()
+    ops, mem = e["ops_45nm"], e["memory_aware"]
+    print(f"estimated energy per 128x128 pixels (firing rates measured on this image): "
+          f"45 nm ops SNN {ops['snn_j'] * 1e6:.1f} uJ vs ANN {ops['ann_j'] * 1e6:.1f} uJ "
+          f"(x{ops['snn_over_ann']:.2f}); memory-aware SNN {mem['snn_j'] * 1e6:.1f} uJ vs ANN "
+          f"{mem['ann_j'] * 1e6:.1f} uJ (x{mem['snn_over_ann']:.2f})  [spikeir energy --model {args.snn}]")
     out = Path(args.output) / "denoise_panel.png"
     make_panel([("noisy", noisy_u8), (f"SNN {args.snn}", den_snn), (f"ANN {args.ann}", den_ann),
                 ("clean", clean), (f"spike rate (max {peak:.2f})", rate_img)], out, overwrite=args.overwrite)
