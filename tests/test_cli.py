@@ -73,7 +73,7 @@ def test_eval_json_matches_independent_psnr(tmp_path, tiny_models):
     (["eval", "--data", "/no/such/dir", "--model", "spiden-cpu"], "preset without trained weights"),
     (["eval", "--data", "builtin:heldout", "--model", "nonexistent-model"], "unknown model"),
     (["train", "/no/such/config.yaml"], "no such config file"),
-    (["denoise", ".", "-o", "x", "--device", "cuda:7"], "device"),
+    (["denoise", __file__, "-o", "x", "--device", "cuda:99"], "device"),
 ])
 def test_bad_input_gives_one_line_error(args, needle):
     r = run_cli(*args)
@@ -82,6 +82,20 @@ def test_bad_input_gives_one_line_error(args, needle):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("spikeir: error:") and needle in lines[0]
     assert "Traceback" not in r.stderr
+
+
+def test_eval_refuses_wrong_task_and_existing_json(tmp_path, tiny_models, capsys):
+    data = tmp_path / "clean"
+    write_images(data, 1)
+    assert main(["eval", "--task", "derain", "--data", str(data), "--model", str(tiny_models["ann"])]) == 2
+    assert "trained for denoise" in capsys.readouterr().err
+    js = tmp_path / "r.json"
+    js.write_text("mine")
+    assert main(["eval", "--data", str(data), "--model", str(tiny_models["ann"]), "--json", str(js)]) == 2
+    assert js.read_text() == "mine"
+    assert main(["eval", "--data", str(data), "--model", str(tiny_models["ann"]), "--json", str(js),
+                 "--overwrite"]) == 0
+    assert json.loads(js.read_text())["mean"]["psnr"] > 0
 
 
 def test_models_and_version(capsys):

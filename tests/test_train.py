@@ -62,6 +62,46 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_resume_from_an_earlier_checkpoint_drops_the_lost_tail(tmp_path):
+    cfg = tiny_cfg(tmp_path, val_every=100, log_every=1, ckpt_every=2)
+    train(cfg, tmp_path / "straight", device="cpu", progress=False)
+    run = tmp_path / "crashed"
+    train(apply_overrides(cfg, ["train.stop_at=5"]), run, device="cpu", progress=False)
+    # simulate a crash after step 5's log line but before its checkpoint: keep only step 4's checkpoint
+    for ck in (run / "checkpoints").glob("*.pt"):
+        if not ck.name.endswith("0000004.pt"):
+            ck.unlink()
+    train(cfg, run, device="cpu", resume=True, progress=False)
+    steps = [json.loads(x).get("step") for x in (run / "log.jsonl").read_text().splitlines()]
+    logged = [s for s in steps if s is not None and s <= 6]
+    assert logged == sorted(logged) and logged.count(5) == 1  # no duplicate records of the lost tail
+    a, _ = read_model_file(tmp_path / "straight" / "model.safetensors")
+    b, _ = read_model_file(run / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(FileExistsError, match="finished run"):
+        train(cfg, run, device="cpu", resume=True, progress=False)
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    cfg = tiny_cfg(tmp_path, ckpt_every=1)
+    train(apply_overrides(cfg, ["train.stop_at=1"]), tmp_path / "run", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="optim.lr"):
+        train(apply_overrides(cfg, ["optim.lr=0.5"]), tmp_path / "run", device="cpu", resume=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        train(cfg, tmp_path / "empty", device="cpu", resume=True, progress=False)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.val_every=0", "train.val_every"), ("train.keep_ckpts=0", "train.keep_ckpts"),
+    ("train.steps=", "train.steps"), ("optim=3", "optim"), ("data.patch=big", "data.patch"),
+    ("optim.lr=-1", "optim.lr"),
+])
+def test_bad_configs_are_one_line_errors(tmp_path, override, needle):
+    cfg = apply_overrides(tiny_cfg(tmp_path), [override])
+    with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
+        train(cfg, tmp_path / "run", device="cpu", progress=False)
+
+
 def test_preset_resolution_keeps_preset_class(tmp_path):
     # regression: config defaults must not override a preset's model class
     cfg = tiny_cfg(tmp_path, steps=1)

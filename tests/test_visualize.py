@@ -66,3 +66,37 @@ def test_spikes_cli_with_rain_mask(tmp_path, capsys):
     save_model(tmp_path / "a.safetensors", build_model(TINY_ANN), TINY_ANN, task="denoise")
     assert main(["spikes", str(tmp_path / "r.png"), "--model", str(tmp_path / "a.safetensors"),
                  "--json", str(tmp_path / "u.json")]) == 2
+
+
+def test_rates_by_region_crop_padding_of_padded_models():
+    # an ESDNet-like model padded a 6x10 image to 8x12: full-res map 8x12, stride-2 map 4x6
+    H, W = 6, 10
+    mask = np.zeros((H, W), bool)
+    mask[:, :4] = True  # columns 0-3 rain
+    full = torch.full((1, 8, 12), 0.9)  # padding cells fire a lot: they must be ignored
+    full[0, :H, :W] = 0.1
+    full[0, :H, :4] = 0.6
+    half = torch.full((1, 4, 6), 0.9)
+    half[0, :3, :5] = 0.2
+    half[0, :3, :2] = 0.7  # stride-2 cells over columns 0-3
+    rows = {r["name"]: r for r in spike_rates_by_region({"full": full, "half": half}, mask)}
+    assert rows["full"]["rate_rain"] == pytest.approx(0.6) and rows["full"]["rate_background"] == pytest.approx(0.1)
+    assert rows["full"]["pixels_rain"] + rows["full"]["pixels_background"] == H * W
+    assert rows["half"]["rate_rain"] == pytest.approx(0.7) and rows["half"]["rate_background"] == pytest.approx(0.2)
+    assert rows["half"]["pixels_rain"] + rows["half"]["pixels_background"] == 3 * 5
+
+
+def test_spike_maps_of_esdnet_on_odd_size_are_registered(tmp_path):
+    from spikeir.visualize import spike_map_panel
+
+    torch.manual_seed(0)
+    model = build_model({"name": "esdnet", "dim": 4, "en_num_blocks": [1, 1, 1], "de_num_blocks": [1, 1, 1],
+                         "T": 2}).eval()
+    img = smooth_image(0, 30, 38, rgb=True)
+    with record_spike_maps(model) as maps:
+        model(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255)
+    assert {tuple(m.shape[-2:]) for m in maps.values()} >= {(32, 40), (16, 20), (8, 10)}
+    rows = spike_rates_by_region(maps, np.ones((30, 38), bool))
+    assert all(r["pixels_background"] == 0 for r in rows)  # no padded cell counted
+    panel = spike_map_panel(img, maps, tmp_path / "p.png", columns=len(maps) + 1)
+    assert panel.size[1] == 30 + 18 + 6

@@ -11,7 +11,8 @@ import numpy as np
 
 from . import __version__
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+# OSError covers missing files, existing outputs, directories given as files, full disks
+USER_ERRORS = (ValueError, OSError)
 
 
 def _fail(msg: str) -> int:
@@ -101,7 +102,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .io import load_model, write_json_atomic
     from .rain import load_rain_set
 
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.json} exists (use --overwrite to replace it)")
     model = load_model(args.model, args.device)
+    model_task = model.spikeir_info.get("task")
+    if model_task and model_task != args.task:
+        raise ValueError(f"model {args.model!r} was trained for {model_task}, not {args.task}")
+    if args.task == "derain" and model_in_channels(model) != 3:
+        raise ValueError(f"deraining needs an RGB model; {args.model!r} takes {model_in_channels(model)} channel(s)")
     if args.task == "denoise":
         gray = model_in_channels(model) == 1
         res = evaluate_denoise(model, load_image_set(args.data, gray=gray), args.sigma, seed=args.seed)
@@ -123,7 +131,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{r['name']:<{w}}  {r['psnr']:7.2f}  {r['ssim']:.4f}  {rate:>6}")
     print(f"({footer})")
     if args.json:
-        write_json_atomic(args.json, res)
+        write_json_atomic(args.json, res, overwrite=args.overwrite)
     return 0
 
 
@@ -201,8 +209,9 @@ def cmd_spikes(args: argparse.Namespace) -> int:
     if not (args.output or args.json):
         raise ValueError("nothing to write: give -o OUT.png and/or --json FILE")
     out_png = Path(args.output) if args.output else None
-    if out_png is not None and out_png.exists() and not args.overwrite:
-        raise FileExistsError(f"{out_png} exists (use --overwrite to replace it)")
+    for out in (out_png, args.json):
+        if out is not None and Path(out).exists() and not args.overwrite:
+            raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
     model = load_model(args.model, args.device)
     if not is_spiking(model):
         raise ValueError(f"model {args.model!r} has no spiking neurons")
@@ -233,14 +242,14 @@ def cmd_spikes(args: argparse.Namespace) -> int:
         for r in result["layers"]:
             print(f"{r['name']:<40} {_fmt_rate(r['rate_rain']):>7} {_fmt_rate(r['rate_background']):>11}")
     if args.json:
-        write_json_atomic(args.json, result)
+        write_json_atomic(args.json, result, overwrite=args.overwrite)
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plots import plot_run
 
-    print(f"curves: {plot_run(args.run_dir, args.output)}")
+    print(f"curves: {plot_run(args.run_dir, args.output, overwrite=args.overwrite)}")
     return 0
 
 
@@ -302,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overlap", type=int, default=8)
     e.add_argument("--device", default="auto")
     e.add_argument("--json", help="write the results as JSON here")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     e.set_defaults(func=cmd_eval)
 
     dm = sub.add_parser("demo", help="denoise a built-in image with the bundled SNN and its ANN twin")
@@ -328,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="redraw a run's training curves (loss, validation PSNR, firing rates)")
     pl.add_argument("run_dir", help="a run directory written by spikeir train")
     pl.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png, replaced)")
+    pl.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     pl.set_defaults(func=cmd_plot)
 
     c = sub.add_parser("convert", help="convert released weights to a spikeir model file")
@@ -355,10 +366,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted")
     except RuntimeError as e:
+        import torch
+
         from .train import TrainingError
 
         if isinstance(e, TrainingError):
             return _fail(str(e))
+        if isinstance(e, torch.cuda.OutOfMemoryError):
+            return _fail("out of GPU memory; process large images in tiles (--tile 256) or use --device cpu")
+        raise
+    except Exception as e:
+        from PIL import Image
+
+        if isinstance(e, Image.DecompressionBombError):
+            return _fail(f"image too large to read safely: {e}")
         raise
 
 

@@ -15,7 +15,6 @@ and rounded to uint8 before PSNR/SSIM on the 0..255 scale.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Iterable
@@ -89,7 +88,7 @@ def read_image(path: str | os.PathLike, gray: bool | None = None) -> np.ndarray:
             want_gray = is_gray if gray is None else gray
             im = im.convert("L" if want_gray else "RGB")
             arr = np.array(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"cannot read image {path}: {e}") from None
     if arr.size == 0:
         raise ImageReadError(f"cannot read image {path}: it has no pixels")
@@ -282,14 +281,3 @@ class DenoisePatchSampler:
             s = torch.full((self.batch_size, 1, 1, 1), float(self.sigma))
         noise = torch.randn(clean.shape, generator=g) * (s / 255.0)
         return clean + noise, clean
-
-
-def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad ``[B, C, H, W]`` on the bottom/right to multiples of ``m``; returns the
-    padded tensor and the original ``(H, W)``."""
-    H, W = x.shape[-2:]
-    ph, pw = (math.ceil(H / m) * m - H), (math.ceil(W / m) * m - W)
-    if ph or pw:
-        mode = "reflect" if ph < H and pw < W else "replicate"
-        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
-    return x, (H, W)

@@ -1191,6 +1191,9 @@ def cmd_energy(args: argparse.Namespace) -> int:
         raise ValueError(f"--size must be positive, got {args.size[0]} {args.size[1]}")
     if args.max_images is not None and args.max_images < 1:
         raise ValueError("--max-images must be >= 1")
+    for out in (args.json, args.plot):
+        if out and Path(out).exists() and not args.overwrite:
+            raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
     model = load_model(args.model, args.device, allow_untrained=True)
     info = getattr(model, "spikeir_info", None) or {}
     gray = model_in_channels(model) == 1
@@ -1202,7 +1205,10 @@ def cmd_energy(args: argparse.Namespace) -> int:
     imgs = imgs[: args.max_images] if args.max_images else imgs
     sigma = args.sigma
     if sigma is None:
-        sigma = float(info.get("sigma") or 0.0) if info.get("task") == "denoise" else 0.0
+        trained = info.get("sigma") if info.get("task") == "denoise" else 0.0
+        if isinstance(trained, (list, tuple)):
+            raise ValueError(f"{args.model} was trained for a noise range {trained}; pick one with --sigma")
+        sigma = float(trained or 0.0)
     if sigma < 0:
         raise ValueError(f"--sigma must be >= 0, got {sigma}")
     inputs = []
@@ -1218,7 +1224,7 @@ def cmd_energy(args: argparse.Namespace) -> int:
         d = rep.to_dict()
         d["images_source"] = str(args.images) if args.images else "builtin:heldout (center-cropped)"
         d["sigma"] = sigma
-        write_json_atomic(args.json, d)
+        write_json_atomic(args.json, d, overwrite=args.overwrite)
         print(f"json: {args.json}")
     if args.plot:
         plot_report(rep, args.plot, args.group)
@@ -1240,6 +1246,7 @@ def add_energy_parser(subparsers: Any) -> argparse.ArgumentParser:
     src.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
                      help="crop (or enlarge) the built-in held-out images to H x W")
     p.add_argument("--max-images", type=int, help="use at most this many images")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --json/--plot files")
     p.add_argument("--sigma", type=float, help="Gaussian noise added to the inputs (default: the sigma a "
                    "denoising model file was trained for, else 0)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")

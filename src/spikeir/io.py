@@ -35,6 +35,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"invalid device {device!r}: {e}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return dev
 
 
@@ -66,9 +68,12 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
             tmp.unlink()
 
 
-def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
-    """Write ``obj`` as indented JSON to a temporary file in the same folder, then rename."""
+def write_json_atomic(path: str | os.PathLike, obj: dict, overwrite: bool = False) -> None:
+    """Write ``obj`` as indented JSON to a temporary file in the same folder, then rename;
+    refuses to replace an existing file unless ``overwrite``."""
     p = Path(path)
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"{p} exists (use --overwrite to replace it)")
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     try:
@@ -133,8 +138,14 @@ def load_model(
         model = build_model(info["model"])
     else:
         state, info = read_model_file(path)
+        if not isinstance(info.get("model"), dict):
+            raise ValueError(f"{path}: its spikeir metadata has no model config")
         model = build_model(info["model"])
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shape mismatches
+            detail = str(e).splitlines()[-1].strip()
+            raise ValueError(f"{path}: weights do not match the model config ({detail})") from None
         if missing or unexpected:
             raise ValueError(f"{path}: weights do not match the model config "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SeqWrap", "repeat_time", "time_mean"]
+__all__ = ["SeqWrap", "repeat_time"]
 
 
 class SeqWrap(nn.Sequential):
@@ -28,8 +28,3 @@ def repeat_time(x: torch.Tensor, T: int) -> torch.Tensor:
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     return x.unsqueeze(0).expand(T, *x.shape)
-
-
-def time_mean(x: torch.Tensor) -> torch.Tensor:
-    """``[T, B, ...] -> [B, ...]``: the rate read-out."""
-    return x.mean(0)

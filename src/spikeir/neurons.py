@@ -350,7 +350,7 @@ class LIF(BaseNeuron):
         self.decay_input = bool(decay_input)
 
     def decay(self) -> torch.Tensor:
-        return torch.tensor(1.0 / self.tau)
+        return torch.tensor(1.0 / self.tau, dtype=torch.float64)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:g}, decay_input={self.decay_input}, " + super().extra_repr()

@@ -78,8 +78,9 @@ def line_panel(title: str, series: dict[str, list[tuple[float, float]]], size=(5
     return img
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Draw loss, validation PSNR and per-layer firing rates of a run; returns the PNG path."""
+def plot_run(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Draw loss, validation PSNR and per-layer firing rates of a run; returns the PNG path.
+    ``RUN_DIR/curves.png`` is always redrawn; an explicit ``out`` is replaced only if ``overwrite``."""
     from .data import write_image_atomic
 
     recs = read_log(run_dir)
@@ -104,5 +105,5 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         canvas.paste(p, (0, y))
         y += p.height
     path = Path(out) if out else Path(run_dir) / "curves.png"
-    write_image_atomic(path, np.asarray(canvas), overwrite=True)
+    write_image_atomic(path, np.asarray(canvas), overwrite=overwrite or out is None)
     return path

@@ -155,20 +155,67 @@ TASKS = {"denoise": DenoiseTask, "derain": DerainTask}
 
 
 def _checkpoints(run: Path) -> list[Path]:
-    return sorted((run / "checkpoints").glob("step_*.pt"))
+    """Checkpoints of a run, oldest first (ordered by step number, not by name)."""
+    return sorted((run / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
-            "python": random.getstate()[1]}
+# keys that may differ between the legs of a resumed run without changing what is trained
+_RESUME_FREE = {("train", "stop_at"), ("train", "threads"), ("train", "log_every"), ("train", "val_every"),
+                ("train", "ckpt_every"), ("train", "keep_ckpts")}
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.seed(0)
-    st = np.random.get_state()
-    np.random.set_state((st[0], np.array(state["numpy"], dtype=np.uint32), *st[2:]))
-    random.setstate((3, tuple(state["python"]), None))
+def _config_diff(a: dict, b: dict, prefix: tuple = ()) -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = (*prefix, k)
+        if key in _RESUME_FREE:
+            continue
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_diff(va, vb, key)
+        elif va != vb:
+            out.append(f"{'.'.join(key)}: {va!r} -> {vb!r}")
+    return out
+
+
+def _validate_config(cfg: dict) -> None:
+    """Catch config mistakes up front, as one-line errors (not tracebacks mid-run)."""
+    for sect in ("train", "data", "optim", "sched"):
+        if not isinstance(cfg.get(sect), dict):
+            raise ValueError(f"config section {sect!r} must be a mapping, got {cfg.get(sect)!r}")
+    if not isinstance(cfg.get("model"), dict):
+        raise ValueError(f"config section 'model' must be a mapping, got {cfg.get('model')!r}")
+    t = cfg["train"]
+    for key in ("steps", "log_every", "val_every", "ckpt_every", "keep_ckpts"):
+        v = t.get(key, 1)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1 or int(v) != v:
+            raise ValueError(f"train.{key} must be a whole number >= 1, got {v!r}")
+    for key in ("patch", "batch_size"):
+        v = cfg["data"].get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"data.{key} must be a whole number >= 1, got {v!r}")
+    lr = cfg["optim"].get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"optim.lr must be a positive number, got {lr!r}")
+    if not isinstance(cfg["optim"].get("name", "adam"), str):
+        raise ValueError(f"optim.name must be a string, got {cfg['optim'].get('name')!r}")
+
+
+def _rewrite_log(path: Path, upto: int) -> None:
+    """Drop log records past the resumed checkpoint's step (they belong to the lost tail)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("step", 0) <= upto:
+            keep.append(line)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(x + "\n" for x in keep))
+    tmp.replace(path)
 
 
 def train(
@@ -185,14 +232,17 @@ def train(
     output) plus ``"steps"``."""
     run = Path(out_dir)
     dev = resolve_device(device)
+    _validate_config(cfg)
     tcfg, dcfg = cfg["train"], cfg["data"]
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg["threads"]))
     existing = _checkpoints(run)
     if existing and not resume:
         raise FileExistsError(f"{run} already holds checkpoints; pass --resume to continue it or choose another --out")
-    if (run / "model.safetensors").exists() and not resume:
-        raise FileExistsError(f"{run} already holds a finished run; choose another --out")
+    if (run / "model.safetensors").exists():
+        raise FileExistsError(f"{run} already holds a finished run (model.safetensors); choose another --out")
+    if resume and not existing:
+        raise FileNotFoundError(f"--resume: no checkpoints in {run / 'checkpoints'}")
 
     seed = int(tcfg["seed"])
     torch.manual_seed(seed)
@@ -216,12 +266,17 @@ def train(
     warmup, min_lr = int(cfg["sched"].get("warmup", 0)), float(cfg["sched"].get("min_lr", 0.0))
 
     start = 0
-    if resume and existing:
-        ck = torch.load(existing[-1], map_location=dev, weights_only=True)
+    if resume:
+        # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest
+        ck = torch.load(existing[-1], map_location="cpu", weights_only=True)
+        diff = _config_diff(ck["config"], cfg)
+        if diff:
+            raise ValueError(f"--resume with a different config than the run was started with ({'; '.join(diff[:3])})")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optim"])
         start = int(ck["step"])
-        _set_rng_state(ck["rng"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        _rewrite_log(run / "log.jsonl", start)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     log_f = (run / "log.jsonl").open("a")
@@ -231,9 +286,10 @@ def train(
         log_f.flush()
 
     def checkpoint(step: int) -> None:
-        atomic_torch_save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
-                           "rng": _rng_state(), "config": cfg}, run / "checkpoints" / f"step_{step:07d}.pt")
-        for old in _checkpoints(run)[: -int(tcfg.get("keep_ckpts", 2))]:
+        state = {"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
+                 "rng": {"torch": torch.get_rng_state()}, "config": cfg}
+        atomic_torch_save(state, run / "checkpoints" / f"step_{step:07d}.pt")
+        for old in _checkpoints(run)[: -int(tcfg.get("keep_ckpts", 2))]:  # keep_ckpts >= 1 (validated)
             old.unlink()
 
     def validate(step: int) -> dict | None:
@@ -274,6 +330,8 @@ def train(
             if bad >= int(tcfg.get("max_bad_steps", 10)):
                 raise TrainingError(f"{bad} non-finite losses in a row at step {step + 1}; stopped "
                                     f"(last good checkpoint kept in {run / 'checkpoints'})")
+            if step + 1 in (steps, stop_at):  # a skipped last step still ends with a checkpoint
+                checkpoint(step + 1)
             continue
         bad = 0
         opt.zero_grad(set_to_none=True)

@@ -85,22 +85,41 @@ def make_panel(
     return canvas
 
 
-def _resize_map(m: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """``[H', W'] -> [H, W]``."""
-    kw = {"align_corners": False} if mode == "bilinear" else {}
-    return torch.nn.functional.interpolate(m[None, None].float(), size=size, mode=mode, **kw)[0, 0]
+def _valid_map(m: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, int]:
+    """Crop a ``[h, w]`` rate map of an ``H x W`` image to the part that covers the image.
+
+    Models that pad their input (ESDNet pads to a multiple of 4) give maps of the padded image,
+    at full resolution or downsampled by a power of two ``s``; the map's valid region is
+    ``ceil(H / s) x ceil(W / s)``. Returns the cropped map and ``s``."""
+    h, w = m.shape[-2:]
+    s = 1
+    while h * s < H or w * s < W:
+        s *= 2
+    return m[..., : -(-H // s), : -(-W // s)], s
+
+
+def _upsample_map(m: torch.Tensor, s: int, H: int, W: int) -> torch.Tensor:
+    """Each cell of a (valid) map of stride ``s`` repeated over the ``s x s`` pixels it covers."""
+    return m.repeat_interleave(s, -2).repeat_interleave(s, -1)[..., :H, :W]
 
 
 def spike_rates_by_region(maps: dict[str, torch.Tensor], mask: np.ndarray) -> list[dict]:
     """Per layer, the mean firing rate inside ``mask`` (bool ``[H, W]`` at input resolution, e.g.
-    rain streaks) and outside it. The mask is area-resampled to each layer's resolution and a
-    layer pixel counts as inside when at least half of the input pixels it covers are."""
+    rain streaks) and outside it. For a layer of stride ``s`` a map cell counts as inside when at
+    least half of the image pixels it covers are inside (cells over padding count image pixels only)."""
+    H, W = mask.shape
     m = torch.from_numpy(mask.astype(np.float32))
     rows = []
     for name, rate in maps.items():
-        r = rate[0]
-        inside = torch.nn.functional.adaptive_avg_pool2d(m[None, None], r.shape)[0, 0] >= 0.5 \
-            if r.shape != m.shape else m.bool()
+        r, s = _valid_map(rate[0], H, W)
+        if s == 1:
+            inside = m.bool()
+        else:
+            pad = (0, r.shape[1] * s - W, 0, r.shape[0] * s - H)
+            F = torch.nn.functional
+            covered = F.avg_pool2d(F.pad(m, pad)[None, None], s)
+            real = F.avg_pool2d(F.pad(torch.ones_like(m), pad)[None, None], s)  # image share of each cell
+            inside = (covered / real)[0, 0] >= 0.5
         n_in, n_out = int(inside.sum()), int((~inside).sum())
         rows.append({
             "name": name,
@@ -127,7 +146,8 @@ def spike_map_panel(
     H, W = image.shape[:2]
     tiles = [("input", _as_rgb(image))]
     for n in names:
-        r = _resize_map(maps[n][0], (H, W), mode="nearest").numpy()
+        valid, stride = _valid_map(maps[n][0], H, W)
+        r = _upsample_map(valid, stride, H, W).numpy()
         peak = float(r.max())
         tiles.append((f"{n} (max {peak:.2f})", _colormap(r / (peak or 1.0))))
     gap, cap = 6, 18
