@@ -45,6 +45,9 @@ def test_denoise_writes_pngs_and_refuses_overwrite(tmp_path, tiny_models, capsys
     assert (out / "img00.png").read_bytes() == before
     assert main(["denoise", str(src), "-o", str(out), "--model", str(tiny_models["snn"]), "--overwrite",
                  "--sigma", "25"]) == 0
+    src_bytes = (src / "img00.png").read_bytes()
+    assert main(["denoise", str(src), "-o", str(src), "--model", str(tiny_models["snn"]), "--overwrite"]) == 2
+    assert (src / "img00.png").read_bytes() == src_bytes
 
 
 def test_eval_json_matches_independent_psnr(tmp_path, tiny_models):

@@ -135,3 +135,12 @@ def test_builtin_sets_are_disjoint():
     assert not names["val"] & names["heldout"]
     assert not names["train"] & names["val"]
     assert "camera" in names["heldout"]
+
+
+def test_float_and_16bit_images(tmp_path):
+    g = smooth_image(5)
+    Image.fromarray((g / 255.0).astype(np.float32), mode="F").save(tmp_path / "f.tif")
+    assert np.abs(read_image(tmp_path / "f.tif").astype(int) - g).max() <= 1
+    dark = (g // 16).astype(np.uint16)  # a dark 16-bit image must not be read as 8-bit
+    Image.fromarray(dark).save(tmp_path / "d16.png")
+    assert read_image(tmp_path / "d16.png").max() <= 1

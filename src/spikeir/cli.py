@@ -61,6 +61,9 @@ def _restore_files(args: argparse.Namespace, task: str) -> int:
     targets = [outdir / (f.stem + ".png") for f in files]
     if len(set(targets)) != len(targets):
         raise ValueError(f"two inputs share a file name; {task} them into separate folders")
+    inputs = {f.resolve() for f in files}
+    if any(t.resolve() in inputs for t in targets):
+        raise ValueError("an output would replace one of the input images; choose another -o folder")
     clash = [t for t in targets if t.exists()]
     if clash and not args.overwrite:
         raise FileExistsError(f"{clash[0]} exists (use --overwrite to replace; {len(clash)} file(s) would be)")

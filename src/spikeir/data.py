@@ -80,10 +80,15 @@ def read_image(path: str | os.PathLike, gray: bool | None = None) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = np.asarray(im, dtype=np.float64)
-                arr = np.clip(arr / (65535.0 if arr.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255)
-                im = Image.fromarray(arr.astype(np.uint8))
+                if im.mode.startswith("I;16"):  # true 16-bit
+                    scale = 255.0 / 65535.0
+                elif im.mode == "F":  # float images: [0, 1] or already 0..255
+                    scale = 255.0 if arr.max() <= 1.0 else 1.0
+                else:  # 32-bit integer: 16-bit content or 8-bit content
+                    scale = 255.0 / 65535.0 if arr.max() > 255 else 1.0
+                im = Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8))
             is_gray = im.mode in ("L", "1", "LA", "P") and _palette_is_gray(im)
             want_gray = is_gray if gray is None else gray
             im = im.convert("L" if want_gray else "RGB")
