@@ -27,8 +27,9 @@ Conventions (all counts are per image, averaged over the images)
   convention ``sops = macs x input_firing_rate x steps = dense_macs x rate``: the rate is
   applied once and ``T`` once. ``sops_exact`` is the exact count of non-zero input x weight
   products (a convolution of the spike mask with a ones kernel, so zero padding at the borders
-  is accounted for); it is at most ``sops`` and is reported to show the convention's error, not
-  used for energy.
+  is accounted for). For stride-1 layers it is at most ``sops``; for strided layers it can exceed
+  it when spikes sit at positions with a larger fan-out. It is reported to show the convention's
+  error, not used for energy.
 * **Input kinds, measured from the tensors.** ``binary_spikes``: every value is 0 or 1 (an
   all-zero input counts as binary spikes, costing nothing); ``scaled_spikes``: the non-zero
   values are positive and equal within each channel (``V_th * S`` with a per-layer or
@@ -918,8 +919,9 @@ def _notes(rep: EnergyReport) -> list[str]:
         t = rep.totals
         if t["sops"] and t["sops_exact"] is not None:
             diff = 100.0 * (1.0 - t["sops_exact"] / t["sops"])
-            notes.append(f"exact SOPs (non-zero inputs x actual fan-out, zero padding excluded) are {diff:.1f}% "
-                         "below the dense MACs x rate x T convention used for energy")
+            where = "below" if diff >= 0 else "above"
+            notes.append(f"exact SOPs (non-zero inputs x actual fan-out, zero padding excluded) are {abs(diff):.1f}% "
+                         f"{where} the dense MACs x rate x T convention used for energy")
     covered = sum(r.params for r in rep.layers)
     if covered != rep.params:
         notes.append(f"{rep.params - covered:,} parameters belong to modules that did not run or are not counted")
