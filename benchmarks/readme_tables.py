@@ -28,7 +28,8 @@ def neurons_table() -> str:
         for name, v in d[wl].items():
             if not isinstance(v, dict) or "time" not in v:
                 continue
-            lines.append(f"| {label} | {name} | {v['time']['median_s'] * 1e3:.0f} ms | {_mib(v['saved_bytes'])} MiB | "
+            t_ms = v["time"]["median_s"] * 1e3
+            lines.append(f"| {label} | {name} | {t_ms:.0f} ms | {_mib(v['saved_bytes'])} MiB | "
                          f"{_mib(v['rss_peak_delta_bytes'])} MiB |")
     lines += ["", "| ratio (>1: spikeir cheaper; spikeir/ann: cost of spiking) | time (paired) | saved bytes | peak RSS |",
               "|---|---|---|---|"]
