@@ -31,7 +31,7 @@ def neurons_table() -> str:
             t_ms = v["time"]["median_s"] * 1e3
             lines.append(f"| {label} | {name} | {t_ms:.0f} ms | {_mib(v['saved_bytes'])} MiB | "
                          f"{_mib(v['rss_peak_delta_bytes'])} MiB |")
-    lines += ["", "| ratio (>1: spikeir cheaper; spikeir/ann: cost of spiking) | time (paired) | saved bytes | peak RSS |",
+    lines += ["", "| ratio (>1: spikeir cheaper; spikeir/ann: price of spiking) | time (paired) | saved | peak RSS |",
               "|---|---|---|---|"]
     for wl in ("network", "neuron_only"):
         r = d["ratios"][wl]
