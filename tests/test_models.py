@@ -92,3 +92,116 @@ def test_presets_and_errors():
         SpikingDnCNN(depth=2)
     with pytest.raises(ValueError, match="T must be"):
         SpikingDnCNN(T=0)
+
+
+# --- ANN -> SNN initialisation -------------------------------------------------------------
+
+
+def _if_time_mean(a: torch.Tensor, th: float, T: int) -> torch.Tensor:
+    """Soft-reset IF from V_th/2, constant input, threshold-scaled spikes: simulated step by step."""
+    v = torch.full_like(a, th / 2)
+    out = torch.zeros_like(a)
+    for _ in range(T):
+        v = v + a
+        s = (v >= th).to(a.dtype)
+        v = v - s * th
+        out += s * th
+    return out / T
+
+
+def test_quantiser_formula_matches_the_if_neuron():
+    from spikeir.neurons import IF
+
+    a = torch.linspace(-0.5, 2.0, 401)
+    th, T = 1.3, 4
+    n = IF(v_threshold=th, v_reset=None, scale_output=True, v_init="half")
+    ours = n(a.expand(T, -1)).mean(0)
+    torch.testing.assert_close(ours, _if_time_mean(a, th, T))
+
+
+def test_threshold_minimises_quantisation_error():
+    from spikeir.models.spiking_dncnn import quantise_error_threshold
+
+    # activations already on a 4-level grid with step 1: V_th = 4 at T = 4 codes them exactly
+    a = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]).repeat(200)
+    assert quantise_error_threshold(a, 4) == pytest.approx(4.0)
+    # heavy tail: the error-optimal threshold clips the tail (below the max) and beats the max
+    g = torch.Generator().manual_seed(0)
+    a = torch.relu(torch.randn(20000, generator=g)) ** 2
+    th = quantise_error_threshold(a, 4)
+
+    def err(t):
+        return float(((a - _if_time_mean(a, t, 4)) ** 2).mean())
+
+    assert th < float(a.max())
+    assert err(th) < err(float(a.max())) and err(th) < err(float(a.median()))
+    dense = torch.linspace(float(a[a > 0].median()), float(a.max()), 400)
+    assert err(th) <= 1.05 * min(err(float(t)) for t in dense)
+    assert quantise_error_threshold(torch.zeros(10), 4) == 1.0
+
+
+def test_init_from_ann_copies_weights_and_converges_with_T():
+    from spikeir.models.spiking_dncnn import init_from_ann
+
+    torch.manual_seed(0)
+    ann = DnCNN(depth=4, width=8).eval()
+    for m in ann.modules():  # non-trivial BN statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(2, 1, 16, 16)
+    errs = []
+    for T in (2, 8, 64):
+        snn = SpikingDnCNN(depth=4, width=8, T=T, neuron_kwargs={"v_init": "half"})
+        ths = init_from_ann(snn, ann, x)
+        snn.eval()
+        assert len(ths) == 3 and all(t > 0 for t in ths)
+        torch.testing.assert_close(snn.head.weight, ann.net[0].weight)
+        torch.testing.assert_close(snn.tail.weight, ann.net[-1].weight)
+        torch.testing.assert_close(snn.body[0][1].running_var, ann.net[3].running_var)
+        with torch.no_grad():
+            errs.append(float((snn(x) - ann(x)).abs().mean()))
+    assert errs[2] < errs[1] < errs[0]
+    assert errs[2] < 0.1 * errs[0]
+
+
+def test_init_from_ann_refuses_other_layouts():
+    from spikeir.models.spiking_dncnn import init_from_ann
+
+    with pytest.raises(ValueError, match="layouts differ"):
+        init_from_ann(SpikingDnCNN(depth=5, width=8), DnCNN(depth=4, width=8), torch.rand(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="does not match"):
+        init_from_ann(SpikingDnCNN(depth=4, width=8), DnCNN(depth=4, width=16), torch.rand(1, 1, 8, 8))
+
+
+def test_quant_relu_is_the_if_rate_code_with_straight_through_gradients():
+    from spikeir.models.spiking_dncnn import QuantReLU
+
+    q = QuantReLU(T=4, v_threshold=1.3)
+    a = (torch.linspace(-0.5, 2.0, 401) + 1e-3).requires_grad_()  # off the kinks at 0 and V_th
+    y = q(a)
+    torch.testing.assert_close(y.detach(), _if_time_mean(a.detach(), 1.3, 4))
+    y.sum().backward()
+    inside = (a.detach() > 0) & (a.detach() < 1.3)
+    assert bool((a.grad[inside] == 1).all()) and bool((a.grad[a.detach() > 1.3] == 0).all())
+    u = (a.detach() * 4 / 1.3).clamp(0, 4)
+    expected = ((torch.floor(u + 0.5) - u) / 4)[inside].sum() + (a.detach() > 1.3).sum()
+    torch.testing.assert_close(q.v_threshold.grad, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_quantisation_aware_twin_hands_over_its_thresholds_and_matches_the_snn_on_a_constant_code():
+    from spikeir.models.spiking_dncnn import QuantReLU, init_from_ann
+
+    torch.manual_seed(0)
+    ann = DnCNN(depth=3, width=8, quant_T=4).eval()
+    ann.net[1].v_threshold.data.fill_(0.7)
+    ann.net[4].v_threshold.data.fill_(1.9)
+    assert sum(isinstance(m, QuantReLU) for m in ann.modules()) == 2
+    snn = SpikingDnCNN(depth=3, width=8, T=4, neuron_kwargs={"v_init": "half"})
+    assert init_from_ann(snn, ann, torch.rand(1, 1, 8, 8)) == pytest.approx([0.7, 1.9])
+    snn.eval()
+    x = torch.rand(2, 1, 12, 12)
+    with torch.no_grad():
+        # the first neuron sees a constant input: its time average is exactly the QuantReLU output
+        head = snn.head_neuron(snn.head(x).expand(4, -1, -1, -1, -1)).mean(0)
+        torch.testing.assert_close(head, ann.net[1](ann.net[0](x)))

@@ -176,3 +176,25 @@ def test_derain_training_cli_and_eval(tmp_path):
     train(snn_cfg, tmp_path / "dn" / "run", device="cpu", progress=False)
     assert main(["derain", str(pairs / "input"), "-o", str(tmp_path / "x"),
                  "--model", str(tmp_path / "dn" / "run" / "model.safetensors")]) == 2
+
+
+def test_init_from_a_trained_ann_twin(tmp_path):
+    from _helpers import TINY_ANN
+
+    ann_run = tmp_path / "ann"
+    train(tiny_cfg(tmp_path, model=TINY_ANN), ann_run, device="cpu", progress=False)
+    ann = load_model(ann_run / "model.safetensors", "cpu")
+    run = tmp_path / "snn"
+    cfg = tiny_cfg(tmp_path, steps=2, init_from=str(ann_run / "model.safetensors"))
+    cfg["optim"]["lr"] = 1e-12  # weights stay (almost) where the ANN put them
+    train(cfg, run, device="cpu", progress=False)
+    recs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    init = next(r for r in recs if r.get("event") == "init_from")
+    assert len(init["thresholds"]) == 2 and all(t > 0 for t in init["thresholds"])
+    snn = load_model(run / "model.safetensors", "cpu")
+    torch.testing.assert_close(snn.head.weight, ann.net[0].weight, atol=1e-8, rtol=0)
+    torch.testing.assert_close(snn.head_neuron.v_threshold.detach(), torch.tensor(init["thresholds"][0]),
+                               atol=1e-8, rtol=0)
+    bad = tiny_cfg(tmp_path, init_from=str(run / "model.safetensors"))  # a spiking file is no ANN twin
+    with pytest.raises(ValueError, match="init_from needs"):
+        train(bad, tmp_path / "bad", device="cpu", progress=False)

@@ -218,6 +218,38 @@ def _rewrite_log(path: Path, upto: int) -> None:
     tmp.replace(path)
 
 
+def _init_from_ann(model: nn.Module, path: str, task, dev: torch.device) -> dict:
+    """``train.init_from``: start a spiking DnCNN from its trained ANN twin (weights copied,
+    thresholds calibrated on four training batches), then train it in the spike domain."""
+    from .io import load_model
+    from .models import DnCNN, SpikingDnCNN
+    from .models.spiking_dncnn import init_from_ann
+
+    ann = load_model(path, dev)
+    if not isinstance(model, SpikingDnCNN) or not isinstance(ann, DnCNN):
+        raise ValueError(f"train.init_from needs a spiking_dncnn model and a trained dncnn file; got "
+                         f"{type(model).__name__} and {type(ann).__name__} ({path})")
+    calib = torch.cat([task.sampler.batch(10**9 + i)[0] for i in range(4)]).to(dev)
+    ths = init_from_ann(model, ann, calib)
+    return {"path": path, "thresholds": ths}
+
+
+def _make_distiller(dist_cfg: dict, model: nn.Module, task, dev: torch.device, steps: int):
+    """The ``distill:`` section: a frozen ANN teacher from a model file or bundled name."""
+    from .distill import Distiller
+    from .io import load_model
+
+    if not isinstance(dist_cfg, dict) or not dist_cfg.get("teacher"):
+        raise ValueError("config section 'distill' needs a 'teacher' (a trained ANN model file or bundled name)")
+    teacher = load_model(str(dist_cfg["teacher"]), dev)
+    if is_spiking(teacher):
+        raise ValueError(f"distill.teacher must be an ANN; {dist_cfg['teacher']} is a spiking model")
+    t_in = teacher.spikeir_info.get("model", {}).get("in_channels")
+    if t_in is not None and t_in != task.channels:
+        raise ValueError(f"distill.teacher takes {t_in} channel(s) but the {task.name} data has {task.channels}")
+    return Distiller(dist_cfg, model, teacher, task.channels, steps)
+
+
 def train(
     cfg: dict,
     out_dir: str | Path,
@@ -259,13 +291,17 @@ def train(
     model = build_model(model_cfg).to(dev)
     spiking = is_spiking(model)
 
-    opt = _make_optimizer(model.parameters(), cfg["optim"])
-    loss_fn = _loss_fn(cfg.get("loss", "mse"))
     steps = int(tcfg["steps"])
+    distiller = _make_distiller(cfg["distill"], model, task, dev, steps) if cfg.get("distill") else None
+    params = list(model.parameters()) + (list(distiller.parameters()) if distiller else [])
+    opt = _make_optimizer(params, cfg["optim"])
+    loss_fn = _loss_fn(cfg.get("loss", "mse"))
     base_lr = float(cfg["optim"]["lr"])
     warmup, min_lr = int(cfg["sched"].get("warmup", 0)), float(cfg["sched"].get("min_lr", 0.0))
 
     start = 0
+    if tcfg.get("init_from") and not resume:
+        log_init = _init_from_ann(model, str(tcfg["init_from"]), task, dev)
     if resume:
         # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest
         ck = torch.load(existing[-1], map_location="cpu", weights_only=True)
@@ -273,6 +309,8 @@ def train(
         if diff:
             raise ValueError(f"--resume with a different config than the run was started with ({'; '.join(diff[:3])})")
         model.load_state_dict(ck["model"])
+        if distiller is not None:
+            distiller.load_state_dict(ck["distill"])
         opt.load_state_dict(ck["optim"])
         start = int(ck["step"])
         torch.set_rng_state(ck["rng"]["torch"])
@@ -288,6 +326,8 @@ def train(
     def checkpoint(step: int) -> None:
         state = {"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
                  "rng": {"torch": torch.get_rng_state()}, "config": cfg}
+        if distiller is not None:
+            state["distill"] = distiller.state_dict()  # the adapters (not exported with the model)
         atomic_torch_save(state, run / "checkpoints" / f"step_{step:07d}.pt")
         for old in _checkpoints(run)[: -int(tcfg.get("keep_ckpts", 2))]:  # keep_ckpts >= 1 (validated)
             old.unlink()
@@ -304,6 +344,8 @@ def train(
     if start == 0:
         log({"event": "start", "params": sum(p.numel() for p in model.parameters()), "device": str(dev),
              "model": model_cfg, "spiking": spiking})
+        if tcfg.get("init_from"):
+            log({"event": "init_from", **log_init})
     else:
         log({"event": "resume", "step": start})
     stop_at = min(int(tcfg.get("stop_at") or steps), steps)
@@ -319,9 +361,14 @@ def train(
             g["lr"] = lr
         noisy, clean = (t.to(dev, non_blocking=True) for t in task.sampler.batch(step))
         want_log = (step + 1) % int(tcfg["log_every"]) == 0 or step + 1 == steps
+        terms = None
         with record_firing_rates(model) if want_log else nullcontext() as fr:
-            out = model(noisy)
+            with distiller.capture() if distiller else nullcontext():
+                out = model(noisy)
             loss = loss_fn(out, clean)
+            if distiller is not None:
+                terms = distiller.loss_terms(noisy, out, clean, loss, step)
+                loss = terms.pop("loss")
         if not torch.isfinite(loss):
             bad += 1
             bad_total += 1
@@ -337,7 +384,7 @@ def train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.get("grad_clip"):
-            nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
+            nn.utils.clip_grad_norm_(params, float(tcfg["grad_clip"]))
         opt.step()
         if want_log:
             with torch.no_grad():
@@ -347,6 +394,8 @@ def train(
             t_last, n_last = now, step + 1
             rec = {"step": step + 1, "loss": loss.item(), "lr": lr, "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
                    "it_s": its}
+            if terms is not None:
+                rec["terms"] = {k: float(v) for k, v in terms.items()}
             if spiking:
                 rec["firing_rate"] = fr.mean
                 rec["layer_rates"] = fr.rates

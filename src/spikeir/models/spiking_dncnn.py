@@ -20,7 +20,7 @@ from torch import nn
 from ..layers import SeqWrap, repeat_time
 from ..neurons import make_neuron
 
-__all__ = ["SpikingDnCNN", "DnCNN"]
+__all__ = ["SpikingDnCNN", "DnCNN", "QuantReLU", "init_from_ann", "quantise_error_threshold"]
 
 
 def _conv(cin: int, cout: int, bias: bool) -> nn.Conv2d:
@@ -76,20 +76,128 @@ class SpikingDnCNN(nn.Module):
         return x - self.tail(s.mean(0))
 
 
-class DnCNN(nn.Module):
-    """The ANN twin of :class:`SpikingDnCNN`: the same layout with ReLU (Zhang et al., 2017)."""
+class QuantReLU(nn.Module):
+    """The rate code of a T-step IF neuron, as an ANN activation (quantisation-aware training).
 
-    def __init__(self, in_channels: int = 1, depth: int = 17, width: int = 64, bn: bool = True) -> None:
+    ``y = V_th / T * clip(floor(x T / V_th + 1/2), 0, T)``: what a soft-reset IF neuron started at
+    ``V_th / 2`` emits on average (threshold-scaled spikes) for a constant input ``x`` over ``T``
+    steps. Gradients: straight-through inside ``[0, V_th]`` (zero outside); for the learnable
+    ``V_th``, ``(floor(u + 1/2) - u) / T`` inside and 1 above (as in LSQ/PACT), ``u = x T / V_th``.
+    Trained at ANN cost, a :class:`DnCNN` with these activations hands :func:`init_from_ann`
+    weights and thresholds already adapted to a T-level code."""
+
+    def __init__(self, T: int, v_threshold: float = 1.0) -> None:
+        super().__init__()
+        if T < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        self.T = T
+        self.v_threshold = nn.Parameter(torch.tensor(float(v_threshold)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        th = self.v_threshold.abs().clamp(min=1e-6)
+        u = torch.clamp(x * (self.T / th), 0, self.T)
+        u = u + (torch.floor(u + 0.5) - u).detach()  # ties round up, as the neuron does
+        return u * (th / self.T)
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, v_threshold={float(self.v_threshold):.4g}"
+
+
+class DnCNN(nn.Module):
+    """The ANN twin of :class:`SpikingDnCNN`: the same layout with ReLU (Zhang et al., 2017).
+
+    ``quant_T``: replace ReLU by :class:`QuantReLU` with ``T = quant_T`` (quantisation-aware
+    twin, the starting point for a spiking model with ``T = quant_T``)."""
+
+    def __init__(self, in_channels: int = 1, depth: int = 17, width: int = 64, bn: bool = True,
+                 quant_T: int | None = None) -> None:
         super().__init__()
         if depth < 3:
             raise ValueError(f"depth must be >= 3, got {depth}")
-        layers: list[nn.Module] = [_conv(in_channels, width, bias=True), nn.ReLU(inplace=True)]
+
+        def act() -> nn.Module:
+            return nn.ReLU(inplace=True) if quant_T is None else QuantReLU(int(quant_T))
+
+        layers: list[nn.Module] = [_conv(in_channels, width, bias=True), act()]
         for _ in range(depth - 2):
             layers += [_conv(width, width, bias=not bn)]
             layers += [nn.BatchNorm2d(width)] if bn else []
-            layers += [nn.ReLU(inplace=True)]
+            layers += [act()]
         layers += [_conv(width, in_channels, bias=False)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x - self.net(x)
+
+
+def quantise_error_threshold(a: torch.Tensor, T: int, candidates: int = 64) -> float:
+    """The threshold ``V_th`` whose T-step IF quantiser best reproduces the activations ``a``.
+
+    A soft-reset IF neuron started at ``V_th / 2`` and driven by a constant input ``a`` for ``T``
+    steps emits ``floor(a T / V_th + 1/2)`` spikes (clipped to ``[0, T]``); with threshold-scaled spikes
+    its time average is ``Q(a) = V_th / T * clip(floor(a T / V_th + 1/2), 0, T)``. A large ``V_th`` clips
+    little but quantises coarsely; a small one the reverse (SPIDEN's conversion-error trade-off).
+    Returns the candidate (between the 50th and 100th percentile of ``a > 0``) with the least
+    ``mean((a - Q(a))^2)``."""
+    a = a.detach().flatten().float()
+    pos = a[a > 0]
+    if pos.numel() == 0:
+        return 1.0
+    if pos.numel() > 1_000_000:  # quantile() has an input-size limit; a subsample is plenty
+        pos = pos[torch.randperm(pos.numel(), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+    qs = torch.quantile(pos, torch.linspace(0.5, 1.0, candidates))
+    best, best_err = float(qs[-1]), float("inf")
+    for th in qs.tolist():
+        if th <= 0:
+            continue
+        q = (th / T) * torch.clamp(torch.floor(a * T / th + 0.5), 0, T)
+        err = float(((a - q) ** 2).mean())
+        if err < best_err:
+            best, best_err = th, err
+    return best
+
+
+@torch.no_grad()
+def init_from_ann(snn: SpikingDnCNN, ann: DnCNN, calib: torch.Tensor) -> list[float]:
+    """Copy a trained :class:`DnCNN`'s weights into ``snn`` (same depth, width and channels) and
+    set each neuron's threshold: a quantisation-aware twin (``quant_T``) hands over its learned
+    thresholds; a ReLU twin's are chosen from its activations on ``calib`` ``[B, C, H, W]``
+    (:func:`quantise_error_threshold`). Spike-domain fine-tuning then starts from a network
+    whose rate code already approximates the ANN. Returns the thresholds set, layer by layer."""
+    convs_a = [m for m in ann.net if isinstance(m, nn.Conv2d)]
+    bns_a = [m for m in ann.net if isinstance(m, nn.BatchNorm2d)]
+    convs_s = [snn.head] + [m for b in snn.body if isinstance(b, SeqWrap) for m in b if isinstance(m, nn.Conv2d)]
+    convs_s.append(snn.tail)
+    bns_s = [m for b in snn.body if isinstance(b, SeqWrap) for m in b if isinstance(m, nn.BatchNorm2d)]
+    if len(convs_a) != len(convs_s) or len(bns_a) != len(bns_s):
+        raise ValueError(f"ANN and SNN layouts differ ({len(convs_a)} vs {len(convs_s)} convolutions, "
+                         f"{len(bns_a)} vs {len(bns_s)} BatchNorms)")
+    for src, dst in zip(convs_a + bns_a, convs_s + bns_s):
+        sd = src.state_dict()
+        if any(sd[k].shape != v.shape for k, v in dst.state_dict().items() if k in sd) or sd.keys() != dst.state_dict().keys():
+            raise ValueError(f"ANN layer {src} does not match SNN layer {dst}")
+        dst.load_state_dict(sd)
+    neurons = [snn.head_neuron] + [m for m in snn.body if not isinstance(m, SeqWrap)]
+    quant = [m for m in ann.net if isinstance(m, QuantReLU)]
+    if quant:
+        ths = [float(q.v_threshold.abs().clamp(min=1e-6)) for q in quant]
+        for neuron, th in zip(neurons, ths):
+            neuron.v_threshold.fill_(th)
+        return ths
+    acts: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: acts.append(o.detach().clone()))
+             for m in ann.net if isinstance(m, nn.ReLU)]
+    was_training = ann.training
+    ann.eval()
+    try:
+        ann(calib)
+    finally:
+        for h in hooks:
+            h.remove()
+        ann.train(was_training)
+    ths = []
+    for neuron, a in zip(neurons, acts):
+        th = quantise_error_threshold(a, snn.T)
+        neuron.v_threshold.fill_(th)
+        ths.append(th)
+    return ths

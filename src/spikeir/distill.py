@@ -1,0 +1,173 @@
+"""ANN-to-SNN feature distillation ("Bridge the Gap between SNN and ANN for Image Restoration").
+
+A frozen ANN teacher's intermediate feature maps guide a spiking student. For each hint pair
+``teacher_layer -> student_layer`` the student's output there (time-averaged when it is a
+sequence ``[T, B, C, H, W]``) goes through a small adapter (1x1 convolution to the teacher's
+channels, bilinear resampling when the sizes differ) and is compared with the teacher's by MSE.
+
+The training loss is::
+
+    loss = recon(out, clean) + fft_weight * |  |F(out)| - |F(clean)|  |_1 + w_hint(step) * sum_i MSE_i
+
+``recon`` is the run's ``loss`` (L1 in the distillation recipes), ``F`` the 2-D real FFT
+(amplitudes compared, so phase-insensitive sharpness errors are penalised), and ``w_hint``
+follows ``hint_schedule``: ``constant``, or ``linear``/``cosine`` decay from ``hint_weight`` to 0
+at ``hint_until`` (default: the last step). The adapters are trained with the student and are not
+part of the exported model.
+
+Config section (``distill:``)::
+
+    teacher: runs/dncnn-s25/model.safetensors   # any ANN model file or bundled name
+    hints: {net.8: body.5, net.17: body.11}     # teacher module -> student module
+    hint_weight: 1.0
+    hint_schedule: cosine
+    hint_until: null
+    fft_weight: 0.05
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["Distiller", "hint_weight_at", "fft_amplitude_loss", "SCHEDULES"]
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def hint_weight_at(step: int, weight: float, schedule: str, until: int) -> float:
+    """The hint weight at ``step`` (0-based): constant, or decayed linearly/by cosine to 0 at ``until``."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown hint_schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if schedule == "constant":
+        return float(weight)
+    p = min(1.0, max(0.0, step / max(1, until)))
+    if schedule == "linear":
+        return float(weight) * (1.0 - p)
+    return float(weight) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def fft_amplitude_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the 2-D FFT amplitudes (``norm="ortho"``) of two ``[B, C, H, W]`` batches."""
+    fa = torch.fft.rfft2(out.float(), norm="ortho").abs()
+    fb = torch.fft.rfft2(target.float(), norm="ortho").abs()
+    return (fa - fb).abs().mean()
+
+
+def _modules_by_name(model: nn.Module, names: list[str], who: str) -> dict[str, nn.Module]:
+    mods = dict(model.named_modules())
+    bad = [n for n in names if n not in mods or n == ""]
+    if bad:
+        valid = [n for n in mods if n]
+        shown = ", ".join(valid[:80]) + (f", ... ({len(valid)} in all)" if len(valid) > 80 else "")
+        raise ValueError(f"{who} has no layer named {', '.join(map(repr, bad))}; valid names: {shown}")
+    return {n: mods[n] for n in names}
+
+
+def _as_map(x: torch.Tensor) -> torch.Tensor:
+    """``[T, B, C, H, W]`` -> its time average ``[B, C, H, W]``; a ``[B, C, H, W]`` map as it is."""
+    if x.dim() == 5:
+        return x.mean(0)
+    if x.dim() == 4:
+        return x
+    raise ValueError(f"hint features must be [B,C,H,W] or [T,B,C,H,W] maps, got shape {tuple(x.shape)}")
+
+
+class Distiller(nn.Module):
+    """Teacher, hooks and adapters for feature distillation into ``student``.
+
+    ``adapters`` are the only trainable parameters here (the teacher is frozen and kept in eval
+    mode, so neither its weights nor its BatchNorm statistics change)."""
+
+    def __init__(self, cfg: dict, student: nn.Module, teacher: nn.Module, in_channels: int,
+                 total_steps: int) -> None:
+        super().__init__()
+        hints = cfg.get("hints")
+        if not isinstance(hints, dict) or not hints:
+            raise ValueError("distill.hints must map teacher layer names to student layer names, "
+                             "e.g. {net.8: body.5}")
+        self.pairs = [(str(t), str(s)) for t, s in hints.items()]
+        self.weight = float(cfg.get("hint_weight", 1.0))
+        self.schedule = str(cfg.get("hint_schedule", "constant"))
+        hint_weight_at(0, self.weight, self.schedule, 1)  # validates the schedule name
+        self.until = int(cfg.get("hint_until") or total_steps)
+        self.fft_weight = float(cfg.get("fft_weight", 0.0))
+        # a plain attribute, not a submodule: the teacher stays out of state_dict and parameters()
+        self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
+        self._t_mods = _modules_by_name(teacher, [t for t, _ in self.pairs], "the teacher")
+        self._s_mods = _modules_by_name(student, [s for _, s in self.pairs], "the student")
+        self._feats: dict[str, torch.Tensor] = {}
+        self._active = False
+        for name, mod in {**{f"t:{k}": v for k, v in self._t_mods.items()},
+                          **{f"s:{k}": v for k, v in self._s_mods.items()}}.items():
+            mod.register_forward_hook(self._hook(name))
+        # channel counts from one small dry run of both networks
+        dev = next(student.parameters()).device
+        was = student.training
+        student.eval()
+        try:
+            with torch.no_grad(), self.capture():
+                probe = torch.zeros(1, in_channels, 32, 32, device=dev)
+                student(probe)
+                teacher(probe)
+                shapes = {k: _as_map(v).shape[1] for k, v in self._feats.items()}
+        finally:
+            student.train(was)
+        self.adapters = nn.ModuleList(
+            nn.Conv2d(shapes[f"s:{s}"], shapes[f"t:{t}"], 1).to(dev) for t, s in self.pairs)
+
+    def _hook(self, key: str):
+        def fn(_m, _i, out):
+            if self._active:
+                if not isinstance(out, torch.Tensor):
+                    raise ValueError(f"hint layer {key[2:]!r} does not return a tensor")
+                self._feats[key] = out
+        return fn
+
+    @contextmanager
+    def capture(self) -> Iterator[None]:
+        """Record the hint layers' outputs during the forward passes inside the block."""
+        self._feats = {}
+        self._active = True
+        try:
+            yield
+        finally:
+            self._active = False
+
+    def train(self, mode: bool = True) -> Distiller:
+        super().train(mode)
+        self.teacher.eval()  # the teacher never leaves eval mode
+        return self
+
+    def loss_terms(self, noisy: torch.Tensor, out: torch.Tensor, clean: torch.Tensor,
+                   recon: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Loss terms for one step; call after the student's forward inside :meth:`capture`.
+
+        Returns ``{"loss", "recon", "fft", "hint", "hint_weight"}`` (tensors; ``loss`` is the sum
+        that is back-propagated)."""
+        s_feats = {k[2:]: v for k, v in self._feats.items() if k.startswith("s:")}
+        missing = [s for _, s in self.pairs if s not in s_feats]
+        if missing:
+            raise ValueError(f"student layer(s) {missing} produced no output in the forward pass")
+        with torch.no_grad():
+            self._active = True
+            try:
+                self.teacher(noisy)
+            finally:
+                self._active = False
+        hint = out.new_zeros(())
+        for (t, s), adapter in zip(self.pairs, self.adapters):
+            tf = _as_map(self._feats[f"t:{t}"]).detach()
+            sf = adapter(_as_map(s_feats[s]))
+            if sf.shape[-2:] != tf.shape[-2:]:
+                sf = nn.functional.interpolate(sf, size=tf.shape[-2:], mode="bilinear", align_corners=False)
+            hint = hint + nn.functional.mse_loss(sf, tf)
+        w = hint_weight_at(step, self.weight, self.schedule, self.until)
+        fft = fft_amplitude_loss(out, clean) if self.fft_weight else out.new_zeros(())
+        loss = recon + self.fft_weight * fft + w * hint
+        return {"loss": loss, "recon": recon.detach(), "fft": fft.detach(), "hint": hint.detach(),
+                "hint_weight": torch.tensor(w)}

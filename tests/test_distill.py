@@ -1,0 +1,165 @@
+"""Feature distillation: hints from named layers, frozen teacher, loss terms and schedule."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from _helpers import TINY_ANN, write_images
+from spikeir.config import load_config
+from spikeir.distill import Distiller, fft_amplitude_loss, hint_weight_at
+from spikeir.io import load_model, read_model_file
+from spikeir.models import DnCNN, SpikingDnCNN
+from spikeir.train import train
+
+
+def test_hint_schedules():
+    assert [hint_weight_at(s, 2.0, "constant", 10) for s in (0, 5, 10, 20)] == [2.0] * 4
+    assert [hint_weight_at(s, 2.0, "linear", 10) for s in (0, 5, 10, 20)] == [2.0, 1.0, 0.0, 0.0]
+    cos = [hint_weight_at(s, 2.0, "cosine", 10) for s in (0, 2, 5, 10, 20)]
+    assert cos == pytest.approx([2.0, 1.0 + math.cos(math.pi * 0.2), 1.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="hint_schedule"):
+        hint_weight_at(0, 1.0, "step", 10)
+
+
+def test_fft_amplitude_loss_against_numpy():
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 1, 9, 12, generator=g), torch.rand(2, 1, 9, 12, generator=g)
+    ref = np.abs(np.abs(np.fft.rfft2(a.numpy(), norm="ortho")) - np.abs(np.fft.rfft2(b.numpy(), norm="ortho"))).mean()
+    assert float(fft_amplitude_loss(a, b)) == pytest.approx(ref, rel=1e-5)
+    # amplitudes ignore a circular shift
+    assert float(fft_amplitude_loss(a, torch.roll(a, 3, dims=-1))) < 1e-6
+
+
+def _pair():
+    torch.manual_seed(0)
+    return SpikingDnCNN(depth=4, width=8, T=2), DnCNN(depth=5, width=12)
+
+
+def test_wrong_layer_names_fail_with_the_valid_ones():
+    student, teacher = _pair()
+    with pytest.raises(ValueError, match=r"the teacher has no layer named 'net.99'; valid names: net, net.0"):
+        Distiller({"hints": {"net.99": "body.1"}}, student, teacher, 1, 10)
+    with pytest.raises(ValueError, match=r"the student has no layer named 'nope'.*head_neuron"):
+        Distiller({"hints": {"net.1": "nope"}}, student, teacher, 1, 10)
+    with pytest.raises(ValueError, match="distill.hints"):
+        Distiller({"hints": {}}, student, teacher, 1, 10)
+
+
+def test_hints_come_from_the_named_layers_and_the_teacher_stays_frozen():
+    student, teacher = _pair()
+    teacher.train()
+    d = Distiller({"hints": {"net.1": "head_neuron", "net.7": "body.3"}, "fft_weight": 0.1}, student, teacher, 1, 10)
+    assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
+    assert [a.in_channels for a in d.adapters] == [8, 8] and [a.out_channels for a in d.adapters] == [12, 12]
+    assert not any(k.startswith("teacher") for k in d.state_dict())  # adapters only
+    d.train()
+    assert not teacher.training
+    bn_before = teacher.net[3].running_mean.clone()
+    x, clean = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    seen = {}
+    teacher.net[7].register_forward_hook(lambda _m, _i, o: seen.setdefault("t", o.clone()))
+    student.body[3].register_forward_hook(lambda _m, _i, o: seen.setdefault("s", o.clone()))
+    with d.capture():
+        out = student(x)
+    recon = torch.nn.functional.l1_loss(out, clean)
+    terms = d.loss_terms(x, out, clean, recon, step=0)
+    # the hint term is recomputed here from the hooked tensors, independently of the Distiller
+    ref = torch.nn.functional.mse_loss(d.adapters[1](seen["s"].mean(0)), seen["t"])
+    with d.capture():
+        student(x)
+    ref0 = torch.nn.functional.mse_loss(d.adapters[0](d._feats["s:head_neuron"].mean(0)), teacher.net[1](teacher.net[0](x)))
+    assert float(terms["hint"]) == pytest.approx(float((ref + ref0).detach()), rel=1e-5)
+    assert float(terms["fft"]) == pytest.approx(float(fft_amplitude_loss(out.detach(), clean)), rel=1e-6)
+    for k in ("recon", "fft", "hint"):
+        assert float(terms[k]) > 0, k
+    assert float(terms["loss"].detach()) == pytest.approx(float(recon.detach() + 0.1 * terms["fft"] + 1.0 * terms["hint"]), rel=1e-6)
+    terms["loss"].backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in d.adapters.parameters())
+    assert student.head.weight.grad is not None
+    torch.testing.assert_close(teacher.net[3].running_mean, bn_before)
+
+
+def _cfg(tmp_path, teacher, steps=12, **dist):
+    write_images(tmp_path / "train", 3)
+    write_images(tmp_path / "val", 1, h=24, w=24)
+    cfg = load_config(None)
+    cfg["model"] = {"name": "spiking_dncnn", "in_channels": 1, "depth": 4, "width": 8, "T": 2}
+    cfg["data"].update({"train": str(tmp_path / "train"), "val": str(tmp_path / "val"),
+                        "patch": 16, "batch_size": 4, "val_crop": None})
+    cfg["train"].update({"steps": steps, "log_every": 1, "val_every": 100, "ckpt_every": 4, "threads": None})
+    cfg["sched"]["warmup"] = 0
+    cfg["loss"] = "l1"
+    cfg["distill"] = {"teacher": str(teacher), "hints": {"net.4": "body.1", "net.7": "body.3"},
+                      "hint_weight": 1.0, "hint_schedule": "linear", "fft_weight": 0.05, **dist}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("teacher")
+    write_images(tmp / "train", 3)
+    cfg = load_config(None)
+    cfg["model"] = dict(TINY_ANN, depth=4)
+    cfg["data"].update({"train": str(tmp / "train"), "val": None, "patch": 16, "batch_size": 4})
+    cfg["train"].update({"steps": 5, "log_every": 5, "val_every": 100, "ckpt_every": 5, "threads": None})
+    train(cfg, tmp / "run", device="cpu", progress=False)
+    return tmp / "run" / "model.safetensors"
+
+
+def test_distillation_run_logs_terms_follows_schedule_and_exports_the_student_only(tmp_path, teacher_file):
+    cfg = _cfg(tmp_path, teacher_file, steps=12)
+    cfg["optim"]["lr"] = 3e-3
+    run = tmp_path / "run"
+    train(cfg, run, device="cpu", progress=False)
+    recs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if "terms" in r]
+    assert len(steps) == 12
+    for r in steps:
+        assert r["terms"]["hint_weight"] == pytest.approx(1.0 - (r["step"] - 1) / 12)
+        assert r["terms"]["recon"] > 0 and r["terms"]["fft"] > 0 and r["terms"]["hint"] > 0
+    tensors, info = read_model_file(run / "model.safetensors")
+    assert not any("adapter" in k for k in tensors)
+    assert set(tensors) == set(SpikingDnCNN(depth=4, width=8, T=2).state_dict())
+    assert isinstance(load_model(run / "model.safetensors", "cpu"), SpikingDnCNN)
+
+
+def test_a_tiny_distillation_run_reduces_the_feature_loss(tmp_path, teacher_file):
+    cfg = _cfg(tmp_path, teacher_file, steps=24, hint_weight=10.0, hint_schedule="constant")
+    cfg["optim"]["lr"] = 3e-3
+    train(cfg, tmp_path / "run", device="cpu", progress=False)
+    hint = [json.loads(x)["terms"]["hint"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+            if "terms" in x]
+    first, last = sum(hint[:4]) / 4, sum(hint[-4:]) / 4
+    assert last < 0.7 * first, (first, last)
+
+
+def test_distillation_resume_is_exact(tmp_path, teacher_file):
+    straight = tmp_path / "a"
+    train(_cfg(tmp_path, teacher_file, steps=8), straight, device="cpu", progress=False)
+    split = tmp_path / "b"
+    cfg = _cfg(tmp_path, teacher_file, steps=8)
+    cfg["train"]["stop_at"] = 4
+    train(cfg, split, device="cpu", progress=False)
+    cfg["train"]["stop_at"] = None
+    train(cfg, split, device="cpu", progress=False, resume=True)
+    a, _ = read_model_file(straight / "model.safetensors")
+    b, _ = read_model_file(split / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_distillation_config_errors(tmp_path, teacher_file):
+    cfg = _cfg(tmp_path, teacher_file)
+    cfg["distill"].pop("teacher")
+    with pytest.raises(ValueError, match="needs a 'teacher'"):
+        train(cfg, tmp_path / "x", device="cpu", progress=False)
+    spiking_run = tmp_path / "s"
+    train(_cfg(tmp_path, teacher_file, steps=2), spiking_run, device="cpu", progress=False)
+    cfg = _cfg(tmp_path, spiking_run / "model.safetensors")
+    with pytest.raises(ValueError, match="must be an ANN"):
+        train(cfg, tmp_path / "y", device="cpu", progress=False)
