@@ -71,12 +71,14 @@ def test_hints_come_from_the_named_layers_and_the_teacher_stays_frozen():
     ref = torch.nn.functional.mse_loss(d.adapters[1](seen["s"].mean(0)), seen["t"])
     with d.capture():
         student(x)
-    ref0 = torch.nn.functional.mse_loss(d.adapters[0](d._feats["s:head_neuron"].mean(0)), teacher.net[1](teacher.net[0](x)))
+    head_feat = d._feats["s:head_neuron"].mean(0)
+    ref0 = torch.nn.functional.mse_loss(d.adapters[0](head_feat), teacher.net[1](teacher.net[0](x)))
     assert float(terms["hint"]) == pytest.approx(float((ref + ref0).detach()), rel=1e-5)
     assert float(terms["fft"]) == pytest.approx(float(fft_amplitude_loss(out.detach(), clean)), rel=1e-6)
     for k in ("recon", "fft", "hint"):
         assert float(terms[k]) > 0, k
-    assert float(terms["loss"].detach()) == pytest.approx(float(recon.detach() + 0.1 * terms["fft"] + 1.0 * terms["hint"]), rel=1e-6)
+    total = recon.detach() + 0.1 * terms["fft"] + 1.0 * terms["hint"]
+    assert float(terms["loss"].detach()) == pytest.approx(float(total), rel=1e-6)
     terms["loss"].backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert all(p.grad is not None for p in d.adapters.parameters())

@@ -28,8 +28,8 @@ Config section (``distill:``)::
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn

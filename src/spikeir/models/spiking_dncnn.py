@@ -173,8 +173,8 @@ def init_from_ann(snn: SpikingDnCNN, ann: DnCNN, calib: torch.Tensor) -> list[fl
         raise ValueError(f"ANN and SNN layouts differ ({len(convs_a)} vs {len(convs_s)} convolutions, "
                          f"{len(bns_a)} vs {len(bns_s)} BatchNorms)")
     for src, dst in zip(convs_a + bns_a, convs_s + bns_s):
-        sd = src.state_dict()
-        if any(sd[k].shape != v.shape for k, v in dst.state_dict().items() if k in sd) or sd.keys() != dst.state_dict().keys():
+        sd, dd = src.state_dict(), dst.state_dict()
+        if sd.keys() != dd.keys() or any(sd[k].shape != v.shape for k, v in dd.items()):
             raise ValueError(f"ANN layer {src} does not match SNN layer {dst}")
         dst.load_state_dict(sd)
     neurons = [snn.head_neuron] + [m for m in snn.body if not isinstance(m, SeqWrap)]
