@@ -165,3 +165,22 @@ def test_distillation_config_errors(tmp_path, teacher_file):
     cfg = _cfg(tmp_path, spiking_run / "model.safetensors")
     with pytest.raises(ValueError, match="must be an ANN"):
         train(cfg, tmp_path / "y", device="cpu", progress=False)
+
+
+def test_zero_hint_weight_skips_the_teacher():
+    student, teacher = _pair()
+    d = Distiller({"hints": {"net.1": "head_neuron"}, "hint_weight": 0.0}, student, teacher, 1, 10)
+    calls = []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.rand(1, 1, 8, 8)
+    with d.capture():
+        out = student(x)
+    terms = d.loss_terms(x, out, x, torch.tensor(0.5), step=3)
+    assert calls == [] and float(terms["hint"]) == 0.0 and float(terms["loss"]) == 0.5
+
+
+@pytest.mark.parametrize("key,value", [("hint_weight", "big"), ("fft_weight", -1), ("hint_until", True)])
+def test_bad_distill_numbers_are_one_line_errors(key, value):
+    student, teacher = _pair()
+    with pytest.raises(ValueError, match=f"distill.{key} must be a number"):
+        Distiller({"hints": {"net.1": "head_neuron"}, key: value}, student, teacher, 1, 10)

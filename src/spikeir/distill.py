@@ -58,6 +58,15 @@ def fft_amplitude_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (fa - fb).abs().mean()
 
 
+def _number(cfg: dict, key: str, default: float) -> float:
+    v = cfg.get(key, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise ValueError(f"distill.{key} must be a number >= 0, got {v!r}")
+    return float(v)
+
+
 def _modules_by_name(model: nn.Module, names: list[str], who: str) -> dict[str, nn.Module]:
     mods = dict(model.named_modules())
     bad = [n for n in names if n not in mods or n == ""]
@@ -91,11 +100,11 @@ class Distiller(nn.Module):
             raise ValueError("distill.hints must map teacher layer names to student layer names, "
                              "e.g. {net.8: body.5}")
         self.pairs = [(str(t), str(s)) for t, s in hints.items()]
-        self.weight = float(cfg.get("hint_weight", 1.0))
+        self.weight = _number(cfg, "hint_weight", 1.0)
         self.schedule = str(cfg.get("hint_schedule", "constant"))
         hint_weight_at(0, self.weight, self.schedule, 1)  # validates the schedule name
-        self.until = int(cfg.get("hint_until") or total_steps)
-        self.fft_weight = float(cfg.get("fft_weight", 0.0))
+        self.until = int(_number(cfg, "hint_until", total_steps) or total_steps)
+        self.fft_weight = _number(cfg, "fft_weight", 0.0)
         # a plain attribute, not a submodule: the teacher stays out of state_dict and parameters()
         self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
         self._t_mods = _modules_by_name(teacher, [t for t, _ in self.pairs], "the teacher")
@@ -153,20 +162,24 @@ class Distiller(nn.Module):
         missing = [s for _, s in self.pairs if s not in s_feats]
         if missing:
             raise ValueError(f"student layer(s) {missing} produced no output in the forward pass")
-        with torch.no_grad():
-            self._active = True
-            try:
-                self.teacher(noisy)
-            finally:
-                self._active = False
+        w = hint_weight_at(step, self.weight, self.schedule, self.until)
         hint = out.new_zeros(())
-        for (t, s), adapter in zip(self.pairs, self.adapters):
+        if w == 0.0:  # (a zero weight is the no-distillation baseline: same losses, no teacher)
+            pairs = []
+        else:
+            pairs = list(zip(self.pairs, self.adapters))
+            with torch.no_grad():
+                self._active = True
+                try:
+                    self.teacher(noisy)
+                finally:
+                    self._active = False
+        for (t, s), adapter in pairs:
             tf = _as_map(self._feats[f"t:{t}"]).detach()
             sf = adapter(_as_map(s_feats[s]))
             if sf.shape[-2:] != tf.shape[-2:]:
                 sf = nn.functional.interpolate(sf, size=tf.shape[-2:], mode="bilinear", align_corners=False)
             hint = hint + nn.functional.mse_loss(sf, tf)
-        w = hint_weight_at(step, self.weight, self.schedule, self.until)
         fft = fft_amplitude_loss(out, clean) if self.fft_weight else out.new_zeros(())
         loss = recon + self.fft_weight * fft + w * hint
         return {"loss": loss, "recon": recon.detach(), "fft": fft.detach(), "hint": hint.detach(),

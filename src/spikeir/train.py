@@ -6,6 +6,14 @@ logged step or validation), ``checkpoints/step_XXXXXXX.pt`` (weights, optimizer,
 last ``keep_ckpts`` kept; written to a temporary file and renamed) and, at the end,
 ``model.safetensors`` (weights + model config, loadable with :func:`spikeir.load_model`).
 Training batches are a pure function of ``(seed, step)``, so ``--resume`` continues exactly.
+
+Two ways to bring an ANN into a spiking run:
+
+* ``train.init_from: FILE`` starts a ``spiking_dncnn`` from a trained ``dncnn`` of the same
+  layout (weights copied; thresholds learned by a ``quant_T`` twin, or chosen from the ANN's
+  activations), then trains in the spike domain.
+* ``distill: {teacher: FILE, hints: {...}, ...}`` adds feature hints from a frozen ANN teacher
+  (:mod:`spikeir.distill`); each loss term is logged under ``terms``.
 """
 
 from __future__ import annotations

@@ -9,15 +9,17 @@ from __future__ import annotations
 from torch import nn
 
 from .esdnet import ESDNet, ESDNetANN
+from .nafnet import NAFNet
 from .spiking_dncnn import DnCNN, SpikingDnCNN
 
-__all__ = ["MODELS", "PRESETS", "build_model", "SpikingDnCNN", "DnCNN", "ESDNet", "ESDNetANN", "is_spiking"]
+__all__ = ["MODELS", "PRESETS", "build_model", "SpikingDnCNN", "DnCNN", "ESDNet", "ESDNetANN", "NAFNet", "is_spiking"]
 
 MODELS: dict[str, type[nn.Module]] = {
     "spiking_dncnn": SpikingDnCNN,
     "dncnn": DnCNN,
     "esdnet": ESDNet,
     "esdnet_ann": ESDNetANN,
+    "nafnet": NAFNet,
 }
 
 # name -> model config; "task" and "sigma" describe what the preset is for.
@@ -38,6 +40,9 @@ PRESETS: dict[str, dict] = {
                    "en_num_blocks": [4, 4, 8], "de_num_blocks": [2, 2, 2]},
     "esdnet-small-ann": {"name": "esdnet_ann", "in_channels": 3, "out_channels": 3, "dim": 16,
                          "en_num_blocks": [1, 1, 2], "de_num_blocks": [1, 1, 1]},
+    # a small NAFNet: the ANN teacher for distillation (gray; set in_channels=3 for colour)
+    "nafnet-s": {"name": "nafnet", "in_channels": 1, "width": 16, "enc_blk_nums": [1, 1, 2],
+                 "middle_blk_num": 2, "dec_blk_nums": [1, 1, 1]},
 }
 
 

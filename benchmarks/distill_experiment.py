@@ -1,0 +1,151 @@
+"""Does ANN-to-SNN feature distillation make a small spiking student train faster and better?
+
+Trains the same spiking student twice per seed, on the built-in photos (sigma 25, gray), for the
+same steps, batches and losses (L1 + FFT amplitude): once with the teacher's feature hints
+(cosine-decayed hint weight), once without (hint weight 0, so the teacher is never run). Validation
+PSNR on ``builtin:val`` is logged every ``--val-every`` steps; the target is the baseline's final
+PSNR (mean over seeds), and ``steps_to_target`` is the first validation step at which each arm's
+mean reaches it.
+
+    python benchmarks/distill_experiment.py --json benchmarks/results/distill.json
+
+Runs go to ``--runs`` (reused with ``--reuse`` when a run already finished). Writes the JSON and
+a PNG of validation PSNR against step for both arms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine_info, write_json  # noqa: E402
+
+from spikeir.config import load_config  # noqa: E402
+from spikeir.data import builtin_images  # noqa: E402
+from spikeir.energy import count_parameters, measure  # noqa: E402
+from spikeir.evaluate import evaluate_denoise  # noqa: E402
+from spikeir.io import load_model  # noqa: E402
+from spikeir.plots import line_panel, read_log  # noqa: E402
+from spikeir.train import _center_crop, train  # noqa: E402
+
+
+def student_config(args: argparse.Namespace, seed: int, distill: bool) -> dict:
+    cfg = load_config(None)
+    cfg["model"] = {"name": "spiking_dncnn", "in_channels": 1, "depth": args.depth, "width": args.width,
+                    "T": args.T, "neuron_kwargs": {"v_init": "half"}}
+    cfg["data"].update({"train": "builtin:train", "val": "builtin:val", "patch": 40, "batch_size": args.batch,
+                        "sigma": 25, "val_sigma": 25, "val_crop": 256})
+    cfg["optim"].update({"lr": args.lr})
+    cfg["sched"].update({"warmup": 50, "min_lr": 1e-5})
+    cfg["loss"] = "l1"
+    cfg["train"].update({"steps": args.steps, "seed": seed, "val_every": args.val_every, "log_every": 25,
+                         "ckpt_every": max(args.val_every, 250), "threads": args.threads})
+    # teacher layer -> student layer: ReLU outputs of the ANN at 1/4, 1/2, 3/4 and the full depth,
+    # hinted to the student's neurons at the same relative depths
+    cfg["distill"] = {"teacher": args.teacher, "hints": hint_pairs(args), "hint_weight": args.hint_weight if distill
+                      else 0.0, "hint_schedule": "cosine", "fft_weight": 0.05}
+    return cfg
+
+
+def hint_pairs(args: argparse.Namespace) -> dict:
+    teacher = load_model(args.teacher, "cpu")
+    relus = [n for n, m in teacher.named_modules() if isinstance(m, torch.nn.ReLU)]
+    student_neurons = [f"body.{2 * i + 1}" for i in range(args.depth - 2)]
+    pairs = {}
+    for frac in (0.25, 0.5, 0.75, 1.0):
+        t = relus[max(0, round(frac * len(relus)) - 1)]
+        s = student_neurons[max(0, round(frac * len(student_neurons)) - 1)]
+        pairs[t] = s
+    return pairs
+
+
+def val_curve(run: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["val_psnr"]) for r in read_log(run) if "val_psnr" in r]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", default="dncnn-s25")
+    ap.add_argument("--depth", type=int, default=10)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--T", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--hint-weight", type=float, default=0.1)
+    ap.add_argument("--val-every", type=int, default=50)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", default="runs/distill-exp")
+    ap.add_argument("--reuse", action="store_true", help="reuse finished runs in --runs")
+    ap.add_argument("--json", default="benchmarks/results/distill.json")
+    ap.add_argument("--png", default=None, help="default: the JSON path with .png")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    curves: dict[str, list[list[tuple[int, float]]]] = {"baseline": [], "distill": []}
+    wall: dict[str, list[float]] = {"baseline": [], "distill": []}
+    for seed in args.seeds:
+        for arm in ("baseline", "distill"):
+            run = Path(args.runs) / f"{arm}-seed{seed}"
+            if not (args.reuse and (run / "model.safetensors").is_file()):
+                if run.exists():
+                    raise SystemExit(f"{run} exists; remove it or pass --reuse")
+                t0 = time.perf_counter()
+                train(student_config(args, seed, arm == "distill"), run, progress=False)
+                wall[arm].append(time.perf_counter() - t0)
+            curves[arm].append(val_curve(run))
+
+    mean: dict[str, list[tuple[int, float]]] = {}
+    for arm, cs in curves.items():
+        steps = sorted(set.intersection(*(set(s for s, _ in c) for c in cs)))
+        mean[arm] = [(s, float(np.mean([dict(c)[s] for c in cs]))) for s in steps]
+    target = mean["baseline"][-1][1]
+    reach = {arm: next((s for s, p in m if p >= target), None) for arm, m in mean.items()}
+
+    teacher = load_model(args.teacher, "cpu")
+    student = load_model(Path(args.runs) / f"distill-seed{args.seeds[0]}" / "model.safetensors", "cpu")
+    images = [im for _, im in builtin_images("val", gray=True)]
+    rep = measure(student, images, twin=teacher)
+    energy = rep.energy()
+    val = [(n, _center_crop(im, 256)) for n, im in builtin_images("val", gray=True)]
+    teacher_val = evaluate_denoise(teacher, val, 25, "cpu")["mean"]["psnr"]  # as the trainer validates
+    result = {
+        "command": " ".join(["python"] + sys.argv),
+        "steps": args.steps,
+        "seeds": args.seeds,
+        "target_psnr": target,
+        "steps_to_target": reach,
+        "final_psnr": {arm: m[-1][1] for arm, m in mean.items()},
+        "final_psnr_per_seed": {arm: [c[-1][1] for c in cs] for arm, cs in curves.items()},
+        "curves": {arm: m for arm, m in mean.items()},
+        "params": {"teacher": count_parameters(teacher), "student": count_parameters(student)},
+        "energy_45nm_j": {"teacher": energy["ops_45nm"]["ann_j"], "student": energy["ops_45nm"]["snn_j"],
+                          "student_over_teacher": energy["ops_45nm"]["snn_over_ann"]},
+        "energy_memory_aware_j": {"teacher": energy["memory_aware"]["ann_j"],
+                                  "student": energy["memory_aware"]["snn_j"],
+                                  "student_over_teacher": energy["memory_aware"]["snn_over_ann"]},
+        "student": student_config(args, args.seeds[0], True)["model"],
+        "distill": student_config(args, args.seeds[0], True)["distill"],
+        "teacher": args.teacher,
+        "teacher_val_psnr": teacher_val,
+        "wall_s": wall,
+        "machine": machine_info(torch.device("cpu"), args.threads),
+    }
+    write_json(args.json, result)
+    png = Path(args.png or Path(args.json).with_suffix(".png"))
+    img = line_panel(f"validation PSNR (dB), student {result['params']['student']} params, mean of "
+                     f"{len(args.seeds)} seed(s)", {k: v for k, v in mean.items()}, size=(640, 340))
+    img.save(png)
+    print(json.dumps({k: result[k] for k in ("steps_to_target", "final_psnr", "params", "energy_45nm_j")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
