@@ -235,3 +235,45 @@ def test_nafnet_teacher_any_size_and_trains():
     assert losses[-1] < 0.5 * losses[0]
     with pytest.raises(ValueError, match="same length"):
         NAFNet(enc_blk_nums=[1, 1], dec_blk_nums=[1])
+
+
+def test_spiking_unet_student_sees_only_spikes_and_keeps_size():
+    from spikeir.models import SpikingUNet
+
+    torch.manual_seed(0)
+    m = build_model(PRESETS["spiking-unet-s"]).eval()
+    assert isinstance(m, SpikingUNet) and is_spiking(m)
+    for size in [(17, 23), (3, 5), (16, 16)]:
+        x = torch.rand(2, 1, *size)
+        assert m(x).shape == x.shape
+    # every convolution but the analog head and tail reads threshold-scaled spikes only
+    thresholds = {n.v_threshold.item() for n in m.modules() if isinstance(n, BaseNeuron)}
+    seen = []
+
+    def check(mod, inp, _out):
+        vals = set(torch.unique(inp[0]).tolist())
+        assert vals <= {0.0} | thresholds, (mod, sorted(vals)[:5])
+        seen.append(mod)
+
+    for name, mod in m.named_modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and name not in ("head", "tail"):
+            mod.register_forward_hook(check)
+    m(torch.rand(1, 1, 16, 16))
+    assert len(seen) == sum(isinstance(x, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for x in m.modules()) - 2
+
+
+@pytest.mark.parametrize("preset", ["spiking-unet-s", "nafnet-s"])
+def test_distillation_models_train(preset):
+    torch.manual_seed(0)
+    m = build_model(PRESETS[preset])
+    opt = torch.optim.Adam(m.parameters(), 3e-3)
+    clean = torch.rand(4, 1, 16, 16) * 0.5 + 0.25
+    noisy = clean + 0.1 * torch.randn_like(clean)
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.mse_loss(m(noisy), clean)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert min(losses[-3:]) < 0.7 * losses[0], losses

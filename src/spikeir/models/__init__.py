@@ -11,8 +11,9 @@ from torch import nn
 from .esdnet import ESDNet, ESDNetANN
 from .nafnet import NAFNet
 from .spiking_dncnn import DnCNN, SpikingDnCNN
+from .spiking_unet import SpikingUNet
 
-__all__ = ["MODELS", "PRESETS", "build_model", "SpikingDnCNN", "DnCNN", "ESDNet", "ESDNetANN", "NAFNet", "is_spiking"]
+__all__ = ["MODELS", "PRESETS", "build_model", "SpikingDnCNN", "DnCNN", "ESDNet", "ESDNetANN", "NAFNet", "SpikingUNet", "is_spiking"]
 
 MODELS: dict[str, type[nn.Module]] = {
     "spiking_dncnn": SpikingDnCNN,
@@ -20,6 +21,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "esdnet": ESDNet,
     "esdnet_ann": ESDNetANN,
     "nafnet": NAFNet,
+    "spiking_unet": SpikingUNet,
 }
 
 # name -> model config; "task" and "sigma" describe what the preset is for.
@@ -43,6 +45,8 @@ PRESETS: dict[str, dict] = {
     # a small NAFNet: the ANN teacher for distillation (gray; set in_channels=3 for colour)
     "nafnet-s": {"name": "nafnet", "in_channels": 1, "width": 16, "enc_blk_nums": [1, 1, 2],
                  "middle_blk_num": 2, "dec_blk_nums": [1, 1, 1]},
+    # the compact spiking encoder-decoder student (about 1/20 of nafnet-s's parameters)
+    "spiking-unet-s": {"name": "spiking_unet", "in_channels": 1, "width": 8, "blocks": [1, 1], "middle": 1, "T": 4},
 }
 
 
