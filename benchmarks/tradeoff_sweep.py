@@ -26,7 +26,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine_info, write_json  # noqa: E402
-
 from spikeir.config import load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
 from spikeir.energy import measure  # noqa: E402

@@ -13,7 +13,8 @@ from .nafnet import NAFNet
 from .spiking_dncnn import DnCNN, SpikingDnCNN
 from .spiking_unet import SpikingUNet
 
-__all__ = ["MODELS", "PRESETS", "build_model", "SpikingDnCNN", "DnCNN", "ESDNet", "ESDNetANN", "NAFNet", "SpikingUNet", "is_spiking"]
+__all__ = ["MODELS", "PRESETS", "build_model", "SpikingDnCNN", "DnCNN", "ESDNet", "ESDNetANN", "NAFNet", "SpikingUNet",
+           "is_spiking"]
 
 MODELS: dict[str, type[nn.Module]] = {
     "spiking_dncnn": SpikingDnCNN,
