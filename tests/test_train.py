@@ -198,3 +198,75 @@ def test_init_from_a_trained_ann_twin(tmp_path):
     bad = tiny_cfg(tmp_path, init_from=str(run / "model.safetensors"))  # a spiking file is no ANN twin
     with pytest.raises(ValueError, match="init_from needs"):
         train(bad, tmp_path / "bad", device="cpu", progress=False)
+
+
+def _poison(monkeypatch, bad_steps):
+    """Make the training batches of ``bad_steps`` (0-based) all-NaN, as a broken data source would."""
+    from spikeir import data
+
+    orig = data.DenoisePatchSampler.batch
+
+    def batch(self, index):
+        noisy, clean = orig(self, index)
+        if index in bad_steps or (bad_steps == "all" and index < 10**9):
+            noisy = torch.full_like(noisy, float("nan"))
+        return noisy, clean
+
+    monkeypatch.setattr(data.DenoisePatchSampler, "batch", batch)
+
+
+def test_nonfinite_losses_are_skipped_and_logged(tmp_path, monkeypatch):
+    _poison(monkeypatch, {1, 2})
+    cfg = tiny_cfg(tmp_path, val_every=100)
+    train(cfg, tmp_path / "run", device="cpu", progress=False)
+    recs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    bad = [r for r in recs if r.get("event") == "nonfinite_loss"]
+    assert [(r["step"], r["count"]) for r in bad] == [(2, 1), (3, 2)]
+    tensors, _ = read_model_file(tmp_path / "run" / "model.safetensors")
+    assert all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+    assert recs[-1]["event"] == "end"
+
+
+def test_repeated_nonfinite_losses_stop_with_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from spikeir.train import TrainingError
+
+    cfg = tiny_cfg(tmp_path, val_every=100, steps=20, max_bad_steps=3)
+    _poison(monkeypatch, set(range(4, 20)))
+    with pytest.raises(TrainingError, match="3 non-finite losses in a row at step 7"):
+        train(cfg, tmp_path / "run", device="cpu", progress=False)
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt"))
+    assert ckpts == ["step_0000002.pt", "step_0000004.pt"]
+    ck = torch.load(tmp_path / "run" / "checkpoints" / ckpts[-1], weights_only=True)
+    assert all(bool(torch.isfinite(t).all()) for t in ck["model"].values() if t.is_floating_point())
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_sigkill_mid_run_then_resume_matches_a_straight_run(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = tiny_cfg(tmp_path, val_every=1000, steps=120, ckpt_every=5, log_every=5)
+    train(cfg, tmp_path / "straight", device="cpu", progress=False)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "spikeir.cli", "train", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "killed"),
+           "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    ck_dir = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(ck_dir.glob("step_*.pt")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(ck_dir.glob("step_*.pt")), "no checkpoint was written before the deadline"
+    assert not (tmp_path / "killed" / "model.safetensors").exists(), "the run finished before it could be killed"
+    train(cfg, tmp_path / "killed", device="cpu", resume=True, progress=False)
+    a, _ = read_model_file(tmp_path / "straight" / "model.safetensors")
+    b, _ = read_model_file(tmp_path / "killed" / "model.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -326,105 +326,106 @@ def train(
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     log_f = (run / "log.jsonl").open("a")
+    try:
 
-    def log(rec: dict) -> None:
-        log_f.write(json.dumps(rec) + "\n")
-        log_f.flush()
+        def log(rec: dict) -> None:
+            log_f.write(json.dumps(rec) + "\n")
+            log_f.flush()
 
-    def checkpoint(step: int) -> None:
-        state = {"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
-                 "rng": {"torch": torch.get_rng_state()}, "config": cfg}
-        if distiller is not None:
-            state["distill"] = distiller.state_dict()  # the adapters (not exported with the model)
-        atomic_torch_save(state, run / "checkpoints" / f"step_{step:07d}.pt")
-        for old in _checkpoints(run)[: -int(tcfg.get("keep_ckpts", 2))]:  # keep_ckpts >= 1 (validated)
-            old.unlink()
-
-    def validate(step: int) -> dict | None:
-        res = task.validate(model, dev)
-        if res is None:
-            return None
-        log({"step": step, "val_psnr": res["mean"]["psnr"], "val_ssim": res["mean"]["ssim"],
-             "val_firing_rate": res["mean"]["firing_rate"]})
-        model.train()
-        return res
-
-    if start == 0:
-        log({"event": "start", "params": sum(p.numel() for p in model.parameters()), "device": str(dev),
-             "model": model_cfg, "spiking": spiking})
-        if tcfg.get("init_from"):
-            log({"event": "init_from", **log_init})
-    else:
-        log({"event": "resume", "step": start})
-    stop_at = min(int(tcfg.get("stop_at") or steps), steps)
-    bar = tqdm(range(start, stop_at), initial=start, total=steps, disable=not progress, dynamic_ncols=True,
-               desc=f"train {model_cfg['name']}")
-    model.train()
-    bad, bad_total = 0, 0
-    t_last, n_last = time.perf_counter(), start
-    val_res = None
-    for step in bar:
-        lr = lr_at(step, steps, base_lr, warmup, min_lr)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        noisy, clean = (t.to(dev, non_blocking=True) for t in task.sampler.batch(step))
-        want_log = (step + 1) % int(tcfg["log_every"]) == 0 or step + 1 == steps
-        terms = None
-        with record_firing_rates(model) if want_log else nullcontext() as fr:
-            with distiller.capture() if distiller else nullcontext():
-                out = model(noisy)
-            loss = loss_fn(out, clean)
+        def checkpoint(step: int) -> None:
+            state = {"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
+                     "rng": {"torch": torch.get_rng_state()}, "config": cfg}
             if distiller is not None:
-                terms = distiller.loss_terms(noisy, out, clean, loss, step)
-                loss = terms.pop("loss")
-        if not torch.isfinite(loss):
-            bad += 1
-            bad_total += 1
+                state["distill"] = distiller.state_dict()  # the adapters (not exported with the model)
+            atomic_torch_save(state, run / "checkpoints" / f"step_{step:07d}.pt")
+            for old in _checkpoints(run)[: -int(tcfg.get("keep_ckpts", 2))]:  # keep_ckpts >= 1 (validated)
+                old.unlink()
+
+        def validate(step: int) -> dict | None:
+            res = task.validate(model, dev)
+            if res is None:
+                return None
+            log({"step": step, "val_psnr": res["mean"]["psnr"], "val_ssim": res["mean"]["ssim"],
+                 "val_firing_rate": res["mean"]["firing_rate"]})
+            model.train()
+            return res
+
+        if start == 0:
+            log({"event": "start", "params": sum(p.numel() for p in model.parameters()), "device": str(dev),
+                 "model": model_cfg, "spiking": spiking})
+            if tcfg.get("init_from"):
+                log({"event": "init_from", **log_init})
+        else:
+            log({"event": "resume", "step": start})
+        stop_at = min(int(tcfg.get("stop_at") or steps), steps)
+        bar = tqdm(range(start, stop_at), initial=start, total=steps, disable=not progress, dynamic_ncols=True,
+                   desc=f"train {model_cfg['name']}")
+        model.train()
+        bad, bad_total = 0, 0
+        t_last, n_last = time.perf_counter(), start
+        val_res = None
+        for step in bar:
+            lr = lr_at(step, steps, base_lr, warmup, min_lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            noisy, clean = (t.to(dev, non_blocking=True) for t in task.sampler.batch(step))
+            want_log = (step + 1) % int(tcfg["log_every"]) == 0 or step + 1 == steps
+            terms = None
+            with record_firing_rates(model) if want_log else nullcontext() as fr:
+                with distiller.capture() if distiller else nullcontext():
+                    out = model(noisy)
+                loss = loss_fn(out, clean)
+                if distiller is not None:
+                    terms = distiller.loss_terms(noisy, out, clean, loss, step)
+                    loss = terms.pop("loss")
+            if not torch.isfinite(loss):
+                bad += 1
+                bad_total += 1
+                opt.zero_grad(set_to_none=True)
+                log({"step": step + 1, "event": "nonfinite_loss", "count": bad_total})
+                if bad >= int(tcfg.get("max_bad_steps", 10)):
+                    raise TrainingError(f"{bad} non-finite losses in a row at step {step + 1}; stopped "
+                                        f"(last good checkpoint kept in {run / 'checkpoints'})")
+                if step + 1 in (steps, stop_at):  # a skipped last step still ends with a checkpoint
+                    checkpoint(step + 1)
+                continue
+            bad = 0
             opt.zero_grad(set_to_none=True)
-            log({"step": step + 1, "event": "nonfinite_loss", "count": bad_total})
-            if bad >= int(tcfg.get("max_bad_steps", 10)):
-                raise TrainingError(f"{bad} non-finite losses in a row at step {step + 1}; stopped "
-                                    f"(last good checkpoint kept in {run / 'checkpoints'})")
-            if step + 1 in (steps, stop_at):  # a skipped last step still ends with a checkpoint
+            loss.backward()
+            if tcfg.get("grad_clip"):
+                nn.utils.clip_grad_norm_(params, float(tcfg["grad_clip"]))
+            opt.step()
+            if want_log:
+                with torch.no_grad():
+                    mse = ((out.detach().clamp(0, 1) - clean) ** 2).mean().item()
+                now = time.perf_counter()
+                its = (step + 1 - n_last) / max(now - t_last, 1e-9)
+                t_last, n_last = now, step + 1
+                rec = {"step": step + 1, "loss": loss.item(), "lr": lr, "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
+                       "it_s": its}
+                if terms is not None:
+                    rec["terms"] = {k: float(v) for k, v in terms.items()}
+                if spiking:
+                    rec["firing_rate"] = fr.mean
+                    rec["layer_rates"] = fr.rates
+                log(rec)
+                post = {"loss": f"{rec['loss']:.4g}", "psnr": f"{rec['psnr']:.2f}", "it/s": f"{its:.2f}"}
+                if spiking:
+                    post["rate"] = f"{fr.mean:.3f}"
+                bar.set_postfix(post)
+            if (step + 1) % int(tcfg["val_every"]) == 0 and step + 1 < steps:
+                validate(step + 1)
+            if (step + 1) % int(tcfg["ckpt_every"]) == 0 or step + 1 in (steps, stop_at):
                 checkpoint(step + 1)
-            continue
-        bad = 0
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tcfg.get("grad_clip"):
-            nn.utils.clip_grad_norm_(params, float(tcfg["grad_clip"]))
-        opt.step()
-        if want_log:
-            with torch.no_grad():
-                mse = ((out.detach().clamp(0, 1) - clean) ** 2).mean().item()
-            now = time.perf_counter()
-            its = (step + 1 - n_last) / max(now - t_last, 1e-9)
-            t_last, n_last = now, step + 1
-            rec = {"step": step + 1, "loss": loss.item(), "lr": lr, "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
-                   "it_s": its}
-            if terms is not None:
-                rec["terms"] = {k: float(v) for k, v in terms.items()}
-            if spiking:
-                rec["firing_rate"] = fr.mean
-                rec["layer_rates"] = fr.rates
-            log(rec)
-            post = {"loss": f"{rec['loss']:.4g}", "psnr": f"{rec['psnr']:.2f}", "it/s": f"{its:.2f}"}
-            if spiking:
-                post["rate"] = f"{fr.mean:.3f}"
-            bar.set_postfix(post)
-        if (step + 1) % int(tcfg["val_every"]) == 0 and step + 1 < steps:
-            validate(step + 1)
-        if (step + 1) % int(tcfg["ckpt_every"]) == 0 or step + 1 in (steps, stop_at):
-            checkpoint(step + 1)
-    bar.close()
-    if stop_at < steps:
-        log({"event": "paused", "step": stop_at})
-        log_f.close()
-        return {"steps": stop_at, "paused": True}
-    val_res = validate(steps) or {}
-    meta = {**task.meta(), "steps": steps, "train_config": cfg, "val": val_res.get("mean")}
-    save_model(run / "model.safetensors", model, model_cfg, **meta)
-    log({"event": "end", "step": steps, "val": val_res.get("mean")})
-    log_f.close()
-    plot_run(run)
-    return {**val_res, "steps": steps}
+        bar.close()
+        if stop_at < steps:
+            log({"event": "paused", "step": stop_at})
+            return {"steps": stop_at, "paused": True}
+        val_res = validate(steps) or {}
+        meta = {**task.meta(), "steps": steps, "train_config": cfg, "val": val_res.get("mean")}
+        save_model(run / "model.safetensors", model, model_cfg, **meta)
+        log({"event": "end", "step": steps, "val": val_res.get("mean")})
+        plot_run(run)
+        return {**val_res, "steps": steps}
+    finally:
+        log_f.close()  # also when training stops with an error
