@@ -314,7 +314,7 @@ class BaseNeuron(nn.Module):
 
     def extra_repr(self) -> str:
         th = self.v_threshold
-        th_s = f"{float(th):g}" if th.dim() == 0 else f"per-channel[{th.numel()}]"
+        th_s = f"{th.item():g}" if th.dim() == 0 else f"per-channel[{th.numel()}]"
         reset = "soft" if self.v_reset is None else f"hard(v_reset={self.v_reset:g})"
         learn = ", learnable" if isinstance(th, nn.Parameter) else ""
         return (

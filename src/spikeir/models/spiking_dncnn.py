@@ -100,7 +100,7 @@ class QuantReLU(nn.Module):
         return u * (th / self.T)
 
     def extra_repr(self) -> str:
-        return f"T={self.T}, v_threshold={float(self.v_threshold):.4g}"
+        return f"T={self.T}, v_threshold={self.v_threshold.item():.4g}"
 
 
 class DnCNN(nn.Module):
