@@ -270,3 +270,24 @@ def test_sigkill_mid_run_then_resume_matches_a_straight_run(tmp_path):
     b, _ = read_model_file(tmp_path / "killed" / "model.safetensors")
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_run_record_names_config_code_versions_and_hashed_data(tmp_path):
+    import hashlib
+
+    import numpy as np
+
+    from spikeir.data import read_image
+
+    cfg = tiny_cfg(tmp_path, val_every=100)
+    train(cfg, tmp_path / "run", device="cpu", progress=False)
+    rec = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert rec["config"] == json.loads(json.dumps(cfg)) and rec["seed"] == 0
+    assert rec["versions"]["torch"] == torch.__version__ and rec["hardware"]["device"] == "cpu"
+    assert rec["git_revision"] is None or len(rec["git_revision"].split("+")[0]) == 40
+    files = sorted((tmp_path / "train").glob("*.png"))
+    assert [d["name"] for d in rec["train_data"]] == [f.name for f in files]
+    for d, f in zip(rec["train_data"], files):
+        img = np.asarray(read_image(f, True))
+        assert d["sha256"] == hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()
+        assert d["shape"] == list(img.shape)

@@ -1,7 +1,9 @@
 """The trainer behind ``spikeir train``: surrogate-gradient BPTT for spiking models (and plain
 backprop for their ANN twins) under one loop.
 
-A run directory holds ``config.yaml`` (the resolved config), ``log.jsonl`` (one JSON object per
+A run directory holds ``config.yaml`` (the resolved config), ``run.json`` (config, git revision,
+package versions, hardware, seed, and name, shape and SHA-256 of every training image's pixels;
+a resumed leg adds ``run.resume-STEP.json``), ``log.jsonl`` (one JSON object per
 logged step or validation), ``checkpoints/step_XXXXXXX.pt`` (weights, optimizer, step, RNG; the
 last ``keep_ckpts`` kept; written to a temporary file and renamed) and, at the end,
 ``model.safetensors`` (weights + model config, loadable with :func:`spikeir.load_model`).
@@ -18,9 +20,13 @@ Two ways to bring an ANN into a spiking run:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import platform
 import random
+import subprocess
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,14 +39,14 @@ from tqdm import tqdm
 
 from .data import DenoisePatchSampler, load_image_set
 from .evaluate import evaluate_denoise, evaluate_derain
-from .io import atomic_torch_save, resolve_device, save_model
+from .io import atomic_torch_save, resolve_device, save_model, write_json_atomic
 from .metrics import ssim_torch
 from .models import PRESETS, build_model, is_spiking
 from .neurons import record_firing_rates
 from .plots import plot_run
 from .rain import RainPatchSampler, load_rain_set, synthetic_rain_set
 
-__all__ = ["train", "resolve_model_cfg", "lr_at", "TrainingError", "TASKS", "DenoiseTask", "DerainTask"]
+__all__ = ["train", "run_record", "resolve_model_cfg", "lr_at", "TrainingError", "TASKS", "DenoiseTask", "DerainTask"]
 
 
 class TrainingError(RuntimeError):
@@ -100,6 +106,46 @@ def _center_crop(img: np.ndarray, size: int | None) -> np.ndarray:
     return img[y : y + size, x : x + size]
 
 
+def _fingerprints(named) -> list[dict]:
+    """Name, shape and SHA-256 of the decoded pixels of each training image (for ``run.json``)."""
+    return [{"name": n, "shape": list(im.shape),
+             "sha256": hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest()} for n, im in named]
+
+
+def _git_revision() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def run_record(cfg: dict, task, dev: torch.device) -> dict:
+    """What ``run.json`` holds: config, code revision, package versions, hardware, seed, data."""
+    from importlib import metadata
+
+    from . import __version__
+
+    versions = {"spikeir": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    for pkg in ("numpy", "pillow", "scikit-image", "safetensors"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    hw = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+          "device": str(dev), "threads": torch.get_num_threads()}
+    if dev.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(dev)
+    return {"config": cfg, "git_revision": _git_revision(), "versions": versions, "hardware": hw,
+            "seed": int(cfg["train"]["seed"]), "train_data": getattr(task, "sources", []),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 class DenoiseTask:
     """Gaussian denoising: random patches of clean images with fresh noise; validation on
     centre crops of ``data.val`` under the test protocol."""
@@ -111,7 +157,9 @@ class DenoiseTask:
         self.channels = 1 if self.gray else 3
         self.sigma = dcfg["sigma"]
         self.val_sigma = float(dcfg.get("val_sigma", 25.0))
-        imgs = [im for _, im in load_image_set(dcfg["train"], gray=self.gray)]
+        named = load_image_set(dcfg["train"], gray=self.gray)
+        self.sources = _fingerprints(named)
+        imgs = [im for _, im in named]
         self.sampler = DenoisePatchSampler(
             imgs, patch=int(dcfg["patch"]), batch_size=int(dcfg["batch_size"]), seed=seed,
             sigma=tuple(self.sigma) if isinstance(self.sigma, list) else float(self.sigma))
@@ -138,10 +186,13 @@ class DerainTask:
         self.preset = dcfg.get("rain", "mixed")
         if dcfg.get("train_pairs"):
             _, triples = load_rain_set(str(dcfg["train_pairs"]), dcfg.get("layout"), dcfg.get("rainy_half", "left"))
+            self.sources = _fingerprints([(n, np.concatenate([r.ravel(), c.ravel()])) for n, r, c in triples])
             self.sampler = RainPatchSampler(pairs=[(r, c) for _, r, c in triples], patch=int(dcfg["patch"]),
                                             batch_size=int(dcfg["batch_size"]), seed=seed)
         else:
-            imgs = [im for _, im in load_image_set(dcfg["train"], gray=False)]
+            named = load_image_set(dcfg["train"], gray=False)
+            self.sources = _fingerprints(named)
+            imgs = [im for _, im in named]
             self.sampler = RainPatchSampler(images=imgs, patch=int(dcfg["patch"]), batch_size=int(dcfg["batch_size"]),
                                             preset=self.preset, seed=seed)
         triples = []
@@ -325,6 +376,8 @@ def train(
         _rewrite_log(run / "log.jsonl", start)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    rec_name = "run.json" if start == 0 else f"run.resume-{start:07d}.json"  # each leg keeps its record
+    write_json_atomic(run / rec_name, run_record(cfg, task, dev), overwrite=True)
     log_f = (run / "log.jsonl").open("a")
     try:
 
