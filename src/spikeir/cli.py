@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -139,21 +140,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .io import bundled_models, load_model
+    from .io import bundled_models, load_model, model_card
     from .models import PRESETS, build_model
 
-    print(f"{'name':<14} {'kind':<8} {'params':>9}  description")
+    bundled, presets = [], []
     for name, path in bundled_models().items():
         m = load_model(name, "cpu")
         info = m.spikeir_info
-        n = sum(p.numel() for p in m.parameters())
-        size_mb = path.stat().st_size / 1e6
-        desc = f"{info['model']['name']} {info.get('task', '')} sigma {info.get('sigma', '-')}, {size_mb:.2f} MB"
-        print(f"{name:<14} {'bundled':<8} {n:>9,}  {desc}")
+        bundled.append({"name": name, "file": str(path), "bytes": path.stat().st_size,
+                        "params": sum(p.numel() for p in m.parameters()), "model": info.get("model"),
+                        "task": info.get("task"), "sigma": info.get("sigma"), "card": model_card(name)})
     for name, cfg in PRESETS.items():
-        n = sum(p.numel() for p in build_model(cfg).parameters())
-        desc = ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "neuron_kwargs")
-        print(f"{name:<14} {'preset':<8} {n:>9,}  {desc}")
+        presets.append({"name": name, "params": sum(p.numel() for p in build_model(cfg).parameters()), "model": cfg})
+    if args.json:
+        print(json.dumps({"bundled": bundled, "presets": presets}, indent=2))
+        return 0
+    print(f"{'name':<16} {'kind':<8} {'params':>9}  description")
+    for b in bundled:
+        card = b["card"] or {}
+        score = card.get("evaluation", {}).get("mean", {}).get("psnr")
+        desc = (f"{b['model']['name']} {b['task'] or ''} sigma {b['sigma'] if b['sigma'] is not None else '-'}, "
+                f"{b['bytes'] / 1e6:.2f} MB" + (f", held-out {score:.2f} dB" if score is not None else ""))
+        print(f"{b['name']:<16} {'bundled':<8} {b['params']:>9,}  {desc}")
+    for p in presets:
+        desc = ", ".join(f"{k}={v}" for k, v in p["model"].items() if k != "neuron_kwargs")
+        print(f"{p['name']:<16} {'preset':<8} {p['params']:>9,}  {desc}")
     return 0
 
 
@@ -355,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_energy_parser(sub)
 
-    m = sub.add_parser("models", help="list bundled models and presets")
+    m = sub.add_parser("models", help="list bundled models (with their model cards) and presets")
+    m.add_argument("--json", action="store_true", help="print everything, model cards included, as JSON")
     m.set_defaults(func=cmd_models)
     return p
 

@@ -33,6 +33,7 @@ __all__ = [
     "write_image_atomic",
     "load_image_set",
     "builtin_images",
+    "builtin_licence",
     "add_test_noise",
     "to_tensor",
     "to_uint8",
@@ -144,6 +145,24 @@ def _sklearn_images() -> list[tuple[str, np.ndarray]]:
         return []
     ds = load_sample_images()
     return [(Path(f).stem, np.asarray(img)) for f, img in zip(ds.filenames, ds.images)]
+
+
+def builtin_licence(name: str) -> str:
+    """Where a built-in image comes from and its licence, as its own package states it (the
+    ``skimage.data`` docstring, or scikit-learn's ``datasets/images/README.txt``)."""
+    import re
+
+    if name in ("china", "flower"):
+        return (f"scikit-learn sample image {name}.jpg: Creative Commons Attribution 2.0 (CC BY 2.0), "
+                "Flickr photo; see sklearn/datasets/images/README.txt")
+    from skimage import data as skdata
+
+    fn = getattr(skdata, "stereo_motorcycle" if name == "motorcycle_left" else name, None)
+    doc = re.sub(r"`([^`<]*?)\s*(?:<[^>]*>)?`_*", r"\1", fn.__doc__ or "") if fn is not None else ""
+    doc = re.sub(r"Notes\s*-+|https?://\S+|<\s*$", "", doc, flags=re.M)
+    doc = " ".join(doc.split()).replace(" < ", " ")
+    hits = re.findall(r"[^.]*(?:copyright|licen[cs]e|public domain|CC0)[^.]*\.", doc, flags=re.I)
+    return f"skimage.data.{name}: " + (" ".join(h.strip() for h in hits[:2]) or "see its docstring in skimage.data")
 
 
 def _to_mode(arr: np.ndarray, gray: bool | None) -> np.ndarray:

@@ -19,7 +19,7 @@ from torch import nn
 from . import __version__
 from .models import PRESETS, build_model
 
-__all__ = ["save_model", "read_model_file", "load_model", "bundled_models", "PRETRAINED_DIR",
+__all__ = ["save_model", "read_model_file", "load_model", "bundled_models", "model_card", "PRETRAINED_DIR",
            "resolve_device", "atomic_torch_save", "write_json_atomic"]
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -105,6 +105,12 @@ def bundled_models() -> dict[str, Path]:
     if not PRETRAINED_DIR.is_dir():
         return {}
     return {p.stem: p for p in sorted(PRETRAINED_DIR.glob("*.safetensors"))}
+
+
+def model_card(name: str) -> dict | None:
+    """The model card of a bundled model (``pretrained/NAME.card.json``), or ``None``."""
+    path = PRETRAINED_DIR / f"{name}.card.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def load_model(
