@@ -1,9 +1,9 @@
 """SPIDEN's trade-off, measured: denoising quality, firing rate, synaptic operations and energy
 against the number of time steps T (and the width) of the spiking denoiser, beside its ANN twin.
 
-For each width: the ANN twin (ReLU) is trained once; for each T, a quantisation-aware twin
-(``dncnn`` with ``quant_T = T``: the T-step IF rate code as its activation) is trained with the
-same recipe and converted into a ``spiking_dncnn`` with T steps (weights and thresholds copied,
+For each width: the ANN twin (ReLU) is trained once by the bundled twin's recipe
+(``configs/dncnn-cpu-s25.yaml``); for each T, a quantisation-aware twin (``dncnn`` with
+``quant_T = T``: the T-step IF rate code as its activation) is trained with the same recipe and converted into a ``spiking_dncnn`` with T steps (weights and thresholds copied,
 :func:`spikeir.models.spiking_dncnn.init_from_ann`). The spiking network is then evaluated as a
 spiking network: PSNR/SSIM on ``builtin:heldout`` (gray, sigma 25, the papers' protocol), its
 measured firing rate, and :func:`spikeir.energy.measure` on 256x256 centre crops of the same
@@ -37,17 +37,16 @@ from spikeir.plots import line_panel  # noqa: E402
 from spikeir.train import _center_crop, train  # noqa: E402
 
 
+RECIPE = Path(__file__).resolve().parent.parent / "configs" / "dncnn-cpu-s25.yaml"
+
+
 def recipe(args: argparse.Namespace, width: int, quant_T: int | None) -> dict:
-    cfg = load_config(None)
+    """The ANN twin's recipe (configs/dncnn-cpu-s25.yaml) at this width, with QuantReLU if ``quant_T``."""
+    cfg = load_config(RECIPE)
     cfg["model"] = {"name": "dncnn", "in_channels": 1, "depth": args.depth, "width": width}
     if quant_T is not None:
         cfg["model"]["quant_T"] = quant_T
-    cfg["data"].update({"train": "builtin:train", "val": "builtin:val", "patch": 40, "batch_size": 16,
-                        "sigma": 25, "val_sigma": 25, "val_crop": 256})
-    cfg["optim"].update({"lr": 1e-3})
-    cfg["sched"].update({"warmup": 100, "min_lr": 1e-5})
-    cfg["train"].update({"steps": args.steps, "seed": args.seed, "val_every": args.steps, "log_every": 100,
-                         "ckpt_every": args.steps, "threads": args.threads})
+    cfg["train"].update({"steps": args.steps, "seed": args.seed, "threads": args.threads})
     return cfg
 
 

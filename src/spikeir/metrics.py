@@ -33,7 +33,8 @@ _Y_WEIGHTS = (65.481, 128.553, 24.966)
 def _to_bchw(img: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Float64 ``[B, C, H, W]`` tensor from the accepted layouts."""
     if isinstance(img, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(img))
+        a = np.ascontiguousarray(img)
+        t = torch.from_numpy(a if a.flags.writeable else a.copy())  # read-only arrays (e.g. cached data)
         if t.dim() == 2:
             t = t[None, None]
         elif t.dim() == 3:

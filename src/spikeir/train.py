@@ -278,16 +278,17 @@ def _rewrite_log(path: Path, upto: int) -> None:
 
 
 def _init_from_ann(model: nn.Module, path: str, task, dev: torch.device) -> dict:
-    """``train.init_from``: start a spiking DnCNN from its trained ANN twin (weights copied,
-    thresholds calibrated on four training batches), then train it in the spike domain."""
+    """``train.init_from``: start a spiking DnCNN (or a quantisation-aware DnCNN) from a trained
+    DnCNN twin (weights copied, thresholds handed over or calibrated on four training batches)."""
     from .io import load_model
     from .models import DnCNN, SpikingDnCNN
-    from .models.spiking_dncnn import init_from_ann
+    from .models.spiking_dncnn import QuantReLU, init_from_ann
 
     ann = load_model(path, dev)
-    if not isinstance(model, SpikingDnCNN) or not isinstance(ann, DnCNN):
-        raise ValueError(f"train.init_from needs a spiking_dncnn model and a trained dncnn file; got "
-                         f"{type(model).__name__} and {type(ann).__name__} ({path})")
+    quant_target = isinstance(model, DnCNN) and any(isinstance(m, QuantReLU) for m in model.modules())
+    if not (isinstance(model, SpikingDnCNN) or quant_target) or not isinstance(ann, DnCNN):
+        raise ValueError(f"train.init_from needs a spiking_dncnn (or a dncnn with quant_T) model and a trained dncnn "
+                         f"file; got {type(model).__name__} and {type(ann).__name__} ({path})")
     calib = torch.cat([task.sampler.batch(10**9 + i)[0] for i in range(4)]).to(dev)
     ths = init_from_ann(model, ann, calib)
     return {"path": path, "thresholds": ths}

@@ -157,18 +157,31 @@ def quantise_error_threshold(a: torch.Tensor, T: int, candidates: int = 64) -> f
     return best
 
 
+def _parts(m: SpikingDnCNN | DnCNN) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module]]:
+    """Convolutions, BatchNorms and activations (neurons, ReLUs or QuantReLUs) in layer order."""
+    if isinstance(m, SpikingDnCNN):
+        convs = [m.head] + [c for b in m.body if isinstance(b, SeqWrap) for c in b if isinstance(c, nn.Conv2d)]
+        bns = [c for b in m.body if isinstance(b, SeqWrap) for c in b if isinstance(c, nn.BatchNorm2d)]
+        return convs + [m.tail], bns, [m.head_neuron] + [b for b in m.body if not isinstance(b, SeqWrap)]
+    return ([c for c in m.net if isinstance(c, nn.Conv2d)], [c for c in m.net if isinstance(c, nn.BatchNorm2d)],
+            [c for c in m.net if isinstance(c, (nn.ReLU, QuantReLU))])
+
+
 @torch.no_grad()
-def init_from_ann(snn: SpikingDnCNN, ann: DnCNN, calib: torch.Tensor) -> list[float]:
+def init_from_ann(snn: SpikingDnCNN | DnCNN, ann: DnCNN, calib: torch.Tensor) -> list[float]:
     """Copy a trained :class:`DnCNN`'s weights into ``snn`` (same depth, width and channels) and
     set each neuron's threshold: a quantisation-aware twin (``quant_T``) hands over its learned
     thresholds; a ReLU twin's are chosen from its activations on ``calib`` ``[B, C, H, W]``
     (:func:`quantise_error_threshold`). Spike-domain fine-tuning then starts from a network
-    whose rate code already approximates the ANN. Returns the thresholds set, layer by layer."""
-    convs_a = [m for m in ann.net if isinstance(m, nn.Conv2d)]
-    bns_a = [m for m in ann.net if isinstance(m, nn.BatchNorm2d)]
-    convs_s = [snn.head] + [m for b in snn.body if isinstance(b, SeqWrap) for m in b if isinstance(m, nn.Conv2d)]
-    convs_s.append(snn.tail)
-    bns_s = [m for b in snn.body if isinstance(b, SeqWrap) for m in b if isinstance(m, nn.BatchNorm2d)]
+    whose rate code already approximates the ANN. Returns the thresholds set, layer by layer.
+
+    ``snn`` may also be a quantisation-aware :class:`DnCNN` (``quant_T``): a ReLU twin then
+    starts its quantisation-aware fine-tuning the same way."""
+    convs_a, bns_a, acts_a = _parts(ann)
+    convs_s, bns_s, slots = _parts(snn)
+    T = snn.T if isinstance(snn, SpikingDnCNN) else next((q.T for q in slots if isinstance(q, QuantReLU)), None)
+    if T is None:
+        raise ValueError("the target needs thresholds to set: a SpikingDnCNN or a DnCNN with quant_T")
     if len(convs_a) != len(convs_s) or len(bns_a) != len(bns_s):
         raise ValueError(f"ANN and SNN layouts differ ({len(convs_a)} vs {len(convs_s)} convolutions, "
                          f"{len(bns_a)} vs {len(bns_s)} BatchNorms)")
@@ -177,27 +190,20 @@ def init_from_ann(snn: SpikingDnCNN, ann: DnCNN, calib: torch.Tensor) -> list[fl
         if sd.keys() != dd.keys() or any(sd[k].shape != v.shape for k, v in dd.items()):
             raise ValueError(f"ANN layer {src} does not match SNN layer {dst}")
         dst.load_state_dict(sd)
-    neurons = [snn.head_neuron] + [m for m in snn.body if not isinstance(m, SeqWrap)]
-    quant = [m for m in ann.net if isinstance(m, QuantReLU)]
-    if quant:
-        ths = [float(q.v_threshold.abs().clamp(min=1e-6)) for q in quant]
-        for neuron, th in zip(neurons, ths):
-            neuron.v_threshold.fill_(th)
-        return ths
-    acts: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, o: acts.append(o.detach().clone()))
-             for m in ann.net if isinstance(m, nn.ReLU)]
-    was_training = ann.training
-    ann.eval()
-    try:
-        ann(calib)
-    finally:
-        for h in hooks:
-            h.remove()
-        ann.train(was_training)
-    ths = []
-    for neuron, a in zip(neurons, acts):
-        th = quantise_error_threshold(a, snn.T)
-        neuron.v_threshold.fill_(th)
-        ths.append(th)
+    if all(isinstance(q, QuantReLU) for q in acts_a):
+        ths = [float(q.v_threshold.abs().clamp(min=1e-6)) for q in acts_a]
+    else:
+        acts: list[torch.Tensor] = []
+        hooks = [m.register_forward_hook(lambda _m, _i, o: acts.append(o.detach().clone())) for m in acts_a]
+        was_training = ann.training
+        ann.eval()
+        try:
+            ann(calib)
+        finally:
+            for h in hooks:
+                h.remove()
+            ann.train(was_training)
+        ths = [quantise_error_threshold(a, T) for a in acts]
+    for slot, th in zip(slots, ths):
+        slot.v_threshold.fill_(th)
     return ths
