@@ -20,11 +20,13 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 from spikeir.data import builtin_images, builtin_licence
 from spikeir.evaluate import evaluate_denoise
 from spikeir.io import PRETRAINED_DIR, load_model, write_json_atomic
 from spikeir.models import is_spiking
+from spikeir.train import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +69,7 @@ def main() -> int:
     if (dst.exists() or card_path.exists()) and not args.overwrite:
         print(f"bundle_model: error: {dst} exists (use --overwrite)", file=sys.stderr)
         return 2
+    PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.copyfile(src, tmp)
     tmp.replace(dst)
@@ -79,7 +82,13 @@ def main() -> int:
     torch.set_num_threads(2)
     model = load_model(dst, "cpu")
     info = model.spikeir_info
-    run = json.loads((args.run / "run.json").read_text()) if (args.run / "run.json").is_file() else {}
+    if (args.run / "run.json").is_file():
+        run = json.loads((args.run / "run.json").read_text())
+    else:  # a run from before run.json existed: its data list is rebuilt from its config, nothing else guessed
+        cfg = yaml.safe_load((args.run / "config.yaml").read_text())
+        task = TASKS[cfg.get("task", "denoise")](cfg["data"], int(cfg["train"]["seed"]))
+        run = {"train_data": task.sources, "hardware": None, "git_revision": None, "versions": None,
+               "note": "run record rebuilt at bundling time from config.yaml (the run predates run.json)"}
     log = [json.loads(x) for x in (args.run / "log.jsonl").read_text().splitlines() if x.strip()]
     gray = bool(info.get("gray", True))
     heldout = builtin_images("heldout", gray=gray)
@@ -100,6 +109,7 @@ def main() -> int:
         "training_seconds": round(training_seconds(log), 1),
         "hardware": run.get("hardware"),
         "git_revision": run.get("git_revision"),
+        "run_record_note": run.get("note"),
         "versions": run.get("versions"),
         "data": {
             "train": [{"name": n, "licence": builtin_licence(n)} for n in train_names],
