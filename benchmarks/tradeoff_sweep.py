@@ -3,9 +3,10 @@ against the number of time steps T (and the width) of the spiking denoiser, besi
 
 For each width: the ANN twin (ReLU) is trained once by the bundled twin's recipe
 (``configs/dncnn-cpu-s25.yaml``); for each T, a quantisation-aware twin (``dncnn`` with
-``quant_T = T``: the T-step IF rate code as its activation) is trained with the same recipe and converted into a ``spiking_dncnn`` with T steps (weights and thresholds copied,
-:func:`spikeir.models.spiking_dncnn.init_from_ann`). The spiking network is then evaluated as a
-spiking network: PSNR/SSIM on ``builtin:heldout`` (gray, sigma 25, the papers' protocol), its
+``quant_T = T``: the T-step IF rate code as its activation) is trained with the same recipe
+and converted into a ``spiking_dncnn`` with T steps (weights and thresholds copied,
+:func:`spikeir.models.spiking_dncnn.init_from_ann`; no spike-domain fine-tuning), then evaluated
+as a spiking network: PSNR/SSIM on ``builtin:heldout`` (gray, sigma 25, the papers' protocol), its
 measured firing rate, and :func:`spikeir.energy.measure` on 256x256 centre crops of the same
 images (45 nm operation model and the memory-aware model, SNN and ANN twin).
 
@@ -35,7 +36,6 @@ from spikeir.models import DnCNN, SpikingDnCNN  # noqa: E402
 from spikeir.models.spiking_dncnn import init_from_ann  # noqa: E402
 from spikeir.plots import line_panel  # noqa: E402
 from spikeir.train import _center_crop, train  # noqa: E402
-
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "dncnn-cpu-s25.yaml"
 

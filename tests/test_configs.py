@@ -23,7 +23,8 @@ def test_recipe_builds_its_model(path):
     assert isinstance(cfg["optim"]["lr"], float) and cfg["train"]["steps"] > 0
 
 
-@pytest.mark.parametrize("snn,ann", [("spiden-cpu-s25", "dncnn-cpu-s25"), ("spiden-paper-s25", "dncnn-paper-s25"),
+@pytest.mark.parametrize("snn,ann", [("spiden-cpu-s25-scratch", "dncnn-cpu-s25"),
+                                     ("spiden-cpu-s25-qat", "dncnn-cpu-s25"), ("spiden-paper-s25", "dncnn-paper-s25"),
                                      ("esdnet-small-cpu", "esdnet-small-ann-cpu")])
 def test_twins_are_trained_the_same_way(snn, ann):
     a = load_config(CONFIGS[0].parent / f"{snn}.yaml")
@@ -40,3 +41,11 @@ def test_smoke_recipe_trains_end_to_end_through_the_cli(tmp_path):
     assert main(["train", str(CONFIGS[0].parent / "smoke.yaml"), "--out", str(out), "--device", "cpu"]) in (0, None)
     model = load_model(out / "model.safetensors", "cpu")
     assert is_spiking(model) and (out / "log.jsonl").is_file() and (out / "curves.png").is_file()
+
+
+def test_bundled_snn_recipe_is_stage_two_of_its_qat_twin():
+    stage1 = load_config(CONFIGS[0].parent / "spiden-cpu-s25-qat.yaml")
+    stage2 = load_config(CONFIGS[0].parent / "spiden-cpu-s25.yaml")
+    assert stage1["model"]["quant_T"] == resolve_model_cfg(stage2["model"])["T"]
+    assert stage2["train"]["init_from"] == "runs/spiden-s25-qat/model.safetensors"
+    assert stage1["data"] == stage2["data"]

@@ -83,7 +83,7 @@ def test_training_steps_reduce_loss(cfg):
 def test_presets_and_errors():
     for name, cfg in PRESETS.items():
         m = build_model(cfg)
-        assert is_spiking(m) == (cfg["name"] in ("spiking_dncnn", "esdnet")), name
+        assert is_spiking(m) == (cfg["name"] in ("spiking_dncnn", "esdnet", "spiking_unet")), name
     with pytest.raises(ValueError, match="unknown model"):
         build_model({"name": "nope"})
     with pytest.raises(ValueError, match="bad arguments"):
