@@ -1,4 +1,4 @@
-"""Held-out denoising table: bundled SNN and ANN twin vs non-local means (and BM3D if installed).
+"""Held-out denoising table: bundled SNNs and their ANN twin vs non-local means (and BM3D if installed).
 
 Images: ``builtin:heldout`` (never used in training or validation), read as gray. Protocol:
 ``spikeir.data.add_test_noise`` (seed 0 per image, unclipped float noise), outputs clamped and
@@ -50,15 +50,15 @@ def _u8(x: np.ndarray) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sigma", type=float, default=25.0)
-    ap.add_argument("--snn", default="spiden-s25")
-    ap.add_argument("--ann", default="dncnn-s25")
+    ap.add_argument("--models", nargs="+", default=["spiden-s25", "spiden-s25-scratch", "dncnn-s25"],
+                    help="bundled names or model files")
     ap.add_argument("--json", default="benchmarks/results/denoise_heldout.json")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     methods: dict = {}
-    for key in (args.snn, args.ann):
+    for key in args.models:
         model = load_model(key, "cpu")
         methods[key] = lambda noisy, _s, m=model: restore(m, noisy)
     methods["nl-means (skimage)"] = _nlm

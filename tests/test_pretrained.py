@@ -58,7 +58,7 @@ def test_bundled_snn_uses_threshold_scaled_spikes_and_tracks_its_twin(camera_cro
     assert abs(gap) < MAX_SNN_ANN_GAP_DB, gap
 
 
-@pytest.mark.parametrize("name", ["spiden-s25", "dncnn-s25"])
+@pytest.mark.parametrize("name", ["spiden-s25", "spiden-s25-scratch", "dncnn-s25"])
 def test_model_card_matches_the_shipped_file(name):
     import hashlib
 
