@@ -52,8 +52,38 @@ def denoise_table() -> str:
     return "\n".join(lines)
 
 
+def distill_table() -> str:
+    d = json.loads((RESULTS / "distill.json").read_text())
+    p, e = d["params"], d["energy_45nm_j"]
+    lines = [f"`{d['command']}`: student {d['student']['name']} depth {d['student']['depth']}, width "
+             f"{d['student']['width']}, T={d['student']['T']} ({p['student']:,} parameters); teacher {d['teacher']} "
+             f"({p['teacher']:,} parameters, validation {d['teacher_val_psnr']:.2f} dB); {d['steps']} steps, "
+             f"seed(s) {', '.join(map(str, d['seeds']))}; validation PSNR on builtin:val.", "",
+             "| run | final PSNR (dB) | steps to reach the baseline's final PSNR |", "|---|---|---|"]
+    for arm in ("baseline", "distill"):
+        reach = d["steps_to_target"][arm]
+        lines.append(f"| {'with hints' if arm == 'distill' else 'without hints'} | {d['final_psnr'][arm]:.2f} | "
+                     f"{reach if reach is not None else 'not reached'} |")
+    lines += ["", f"Student/teacher: parameters {p['student'] / p['teacher']:.3f}, energy (45 nm ops) "
+              f"{e['student_over_teacher']:.3f}, memory-aware "
+              f"{d['energy_memory_aware_j']['student_over_teacher']:.3f}."]
+    return "\n".join(lines)
+
+
+def tradeoff_table() -> str:
+    d = json.loads((RESULTS / "tradeoff.json").read_text())
+    lines = [f"`{d['command']}`: {d['protocol']}; {d['steps']} steps per model.", "",
+             "| width | T | SNN PSNR | QAT twin PSNR | ANN PSNR | firing rate | SNN/ANN energy, 45 nm ops | "
+             "SNN/ANN energy, memory-aware |", "|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['width']} | {r['T']} | {r['psnr_snn']:.2f} | {r['psnr_qat']:.2f} | {r['psnr_ann']:.2f} | "
+                     f"{r['firing_rate']:.3f} | {r['energy_45nm_j']['snn_over_ann']:.2f} | "
+                     f"{r['energy_memory_aware_j']['snn_over_ann']:.2f} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    for fn in (denoise_table, neurons_table):
+    for fn in (denoise_table, distill_table, tradeoff_table, neurons_table):
         try:
             print(fn() + "\n")
         except FileNotFoundError as e:
