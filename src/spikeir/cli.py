@@ -168,6 +168,25 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .io import resolve_device
+    from .serve import serve
+
+    models = None
+    if args.model:
+        models = {}
+        for item in args.model:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise ValueError(f"--model takes NAME=PATH, got {item!r}")
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"--model {name}: no model file at {path}")
+            models[name] = path
+    resolve_device(args.device)  # a device that is not there is a one-line error before the server starts
+    serve(args.host, args.port, models, args.device)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
@@ -365,6 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .energy import add_energy_parser
 
     add_energy_parser(sub)
+
+    sv = sub.add_parser("serve", help="a local web page: upload an image, restore it, see spikes and energy")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                    help="offer this model file under NAME (repeatable; default: the bundled models)")
+    sv.add_argument("--device", default=None)
+    sv.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("models", help="list bundled models (with their model cards) and presets")
     m.add_argument("--json", action="store_true", help="print everything, model cards included, as JSON")

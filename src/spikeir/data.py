@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -72,14 +73,17 @@ def list_images(path: str | os.PathLike, recursive: bool = True) -> list[Path]:
     return files
 
 
-def read_image(path: str | os.PathLike, gray: bool | None = None) -> np.ndarray:
-    """Read an image as uint8 ``[H, W]`` (gray) or ``[H, W, 3]`` (RGB).
+def read_image(path: str | os.PathLike | IO[bytes], gray: bool | None = None) -> np.ndarray:
+    """Read an image (a file, or a binary stream such as an upload) as uint8 ``[H, W]`` (gray) or
+    ``[H, W, 3]`` (RGB).
 
     ``gray=None`` keeps the file's own mode (gray files stay gray, everything else is RGB).
     16-bit images are scaled to 8 bits. Raises :class:`ImageReadError` with the file name."""
-    path = Path(path)
+    stream = hasattr(path, "read")
+    if not stream:
+        path = Path(path)  # type: ignore[arg-type]
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # type: ignore[arg-type]
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = np.asarray(im, dtype=np.float64)
@@ -95,10 +99,15 @@ def read_image(path: str | os.PathLike, gray: bool | None = None) -> np.ndarray:
             im = im.convert("L" if want_gray else "RGB")
             arr = np.array(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"cannot read image {path}: {e}") from None
+        why = "not a recognised image format" if isinstance(e, UnidentifiedImageError) else str(e)
+        raise ImageReadError(f"cannot read image {_label(path)}: {why}") from None
     if arr.size == 0:
-        raise ImageReadError(f"cannot read image {path}: it has no pixels")
+        raise ImageReadError(f"cannot read image {_label(path)}: it has no pixels")
     return arr
+
+
+def _label(src: object) -> str:
+    return str(getattr(src, "name", "the upload")) if hasattr(src, "read") else str(src)
 
 
 def _palette_is_gray(im: Image.Image) -> bool:
