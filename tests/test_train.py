@@ -291,3 +291,29 @@ def test_run_record_names_config_code_versions_and_hashed_data(tmp_path):
         img = np.asarray(read_image(f, True))
         assert d["sha256"] == hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()
         assert d["shape"] == list(img.shape)
+
+
+def test_reproduce_matches_recorded_scores_and_catches_a_changed_model(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from spikeir.cli import main
+    from spikeir.train import reproduce
+
+    cfg = tiny_cfg(tmp_path, val_every=100)
+    train(cfg, tmp_path / "run", device="cpu", progress=False)
+    r = reproduce(tmp_path / "run", "cpu")
+    assert r["ok"] and abs(r["diff_db"]) <= 1e-6 and r["tolerance_db"] == 1e-6
+    assert main(["reproduce", str(tmp_path / "run"), "--check", "--device", "cpu"]) == 0
+    assert "reproduced" in capsys.readouterr().out
+    # tamper with the weights (keeping the metadata): the check must fail
+    path = tmp_path / "run" / "model.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    tensors["body.0.1.bias"] = tensors["body.0.1.bias"] + 3.0  # the last neurons now fire everywhere
+    save_file(tensors, str(path), metadata=meta)
+    assert main(["reproduce", str(tmp_path / "run"), "--check", "--device", "cpu"]) == 1
+    assert "NOT reproduced" in capsys.readouterr().out
+    assert main(["reproduce", str(tmp_path / "nothing")]) == 2

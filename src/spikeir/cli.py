@@ -168,6 +168,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .train import reproduce
+
+    r = reproduce(args.run_dir, args.device, args.tolerance)
+    rec, mea = r["recorded"], r["measured"]
+    print(f"{args.run_dir}: validation PSNR recorded {rec['psnr']:.4f} dB, measured now {mea['psnr']:.4f} dB on "
+          f"{r['device']} (trained on {r['trained_on'] or 'unknown'}); difference {r['diff_db']:+.2e} dB, "
+          f"tolerance {r['tolerance_db']:g} dB: {'reproduced' if r['ok'] else 'NOT reproduced'}")
+    return 1 if (args.check and not r["ok"]) else 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .io import resolve_device
     from .serve import serve
@@ -346,6 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the results as JSON here")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     e.set_defaults(func=cmd_eval)
+
+    rp = sub.add_parser("reproduce", help="re-evaluate a finished run's model and compare with its recorded scores")
+    rp.add_argument("run_dir")
+    rp.add_argument("--check", action="store_true", help="exit with status 1 when the scores differ beyond tolerance")
+    rp.add_argument("--tolerance", type=float, default=None,
+                    help="dB (default 1e-6 on the device kind it was trained on, 0.05 across devices)")
+    rp.add_argument("--device", default="auto")
+    rp.set_defaults(func=cmd_reproduce)
 
     dm = sub.add_parser("demo", help="denoise a built-in image with the bundled SNN and its ANN twin")
     dm.add_argument("-o", "--output", default="demo_out", help="folder for the panel PNG")
