@@ -317,3 +317,21 @@ def test_reproduce_matches_recorded_scores_and_catches_a_changed_model(tmp_path,
     assert main(["reproduce", str(tmp_path / "run"), "--check", "--device", "cpu"]) == 1
     assert "NOT reproduced" in capsys.readouterr().out
     assert main(["reproduce", str(tmp_path / "nothing")]) == 2
+
+
+def test_rate_regulariser_lowers_the_firing_rate_as_its_weight_rises(tmp_path):
+    rates = []
+    for w in (0.0, 0.3, 3.0):
+        cfg = tiny_cfg(tmp_path, steps=30, log_every=30, val_every=100, ckpt_every=30)
+        cfg["model"] = dict(TINY_SNN, depth=4, T=4)
+        cfg["loss"] = {"name": "mse", "rate_reg": {"weight": w, "target": 0.0}}
+        cfg["optim"]["lr"] = 5e-3
+        train(cfg, tmp_path / f"w{w}", device="cpu", progress=False)
+        rec = [json.loads(x) for x in (tmp_path / f"w{w}" / "log.jsonl").read_text().splitlines() if '"loss"' in x][-1]
+        assert rec["rate_reg"] >= 0 and (rec["rate_reg"] > 0) == (w > 0)
+        rates.append(rec["firing_rate"])
+    assert rates[0] > rates[1] > rates[2], rates
+    bad = tiny_cfg(tmp_path)
+    bad["loss"] = {"name": "mse", "rate_reg": {"weight": 1.0, "target": 2.0}}
+    with pytest.raises(ValueError, match="target <= 1"):
+        train(bad, tmp_path / "bad", device="cpu", progress=False)

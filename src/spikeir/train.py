@@ -46,8 +46,8 @@ from .neurons import record_firing_rates
 from .plots import plot_run
 from .rain import RainPatchSampler, load_rain_set, synthetic_rain_set
 
-__all__ = ["train", "reproduce", "REPRODUCE_TOL_DB", "run_record", "resolve_model_cfg", "lr_at", "TrainingError",
-           "TASKS", "DenoiseTask", "DerainTask"]
+__all__ = ["train", "reproduce", "RateRegulariser", "REPRODUCE_TOL_DB", "run_record", "resolve_model_cfg", "lr_at",
+           "TrainingError", "TASKS", "DenoiseTask", "DerainTask"]
 
 
 class TrainingError(RuntimeError):
@@ -74,6 +74,48 @@ def lr_at(step: int, total: int, lr: float, warmup: int, min_lr: float) -> float
     span = max(1, total - warmup)
     progress = min(1.0, (step - warmup) / span)
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+class RateRegulariser:
+    """``loss.rate_reg: {weight: w, target: r}``: adds ``w * mean_l max(0, rate_l - r)`` over the
+    spiking layers ``l``, where ``rate_l`` is the layer's mean spike count per neuron and step in
+    this batch, taken from the spikes themselves so the surrogate gradient pushes it down."""
+
+    def __init__(self, model: nn.Module, weight: float, target: float) -> None:
+        from .neurons import BaseNeuron
+
+        if weight < 0 or not 0 <= target <= 1:
+            raise ValueError(f"loss.rate_reg needs weight >= 0 and 0 <= target <= 1, got {weight}, {target}")
+        self.weight, self.target = float(weight), float(target)
+        self.neurons = [m for m in model.modules() if isinstance(m, BaseNeuron)]
+        if not self.neurons:
+            raise ValueError("loss.rate_reg needs a spiking model")
+        self._outs: list[torch.Tensor] = []
+        for m in self.neurons:
+            m.register_forward_hook(self._hook)
+        self.active = False
+
+    def _hook(self, mod, _inp, out: torch.Tensor) -> None:
+        if self.active:
+            s = out / mod.threshold(out.dim() - 1).detach().to(out.dtype) if mod.scale_output else out
+            self._outs.append(s.mean())
+
+    def penalty(self) -> torch.Tensor:
+        rates = torch.stack(self._outs)
+        self._outs = []
+        return self.weight * torch.relu(rates - self.target).mean()
+
+
+def _loss_spec(spec) -> tuple[str, dict | None]:
+    """``loss: NAME`` or ``loss: {name: NAME, rate_reg: {weight, target}}``."""
+    if isinstance(spec, str):
+        return spec, None
+    if isinstance(spec, dict):
+        rr = spec.get("rate_reg")
+        if rr is not None and (not isinstance(rr, dict) or set(rr) - {"weight", "target"}):
+            raise ValueError(f"loss.rate_reg must be {{weight: W, target: R}}, got {rr!r}")
+        return str(spec.get("name", "mse")), rr
+    raise ValueError(f"loss must be a name or a mapping with 'name' (and 'rate_reg'), got {spec!r}")
 
 
 def _loss_fn(name: str):
@@ -395,7 +437,10 @@ def train(
     distiller = _make_distiller(cfg["distill"], model, task, dev, steps) if cfg.get("distill") else None
     params = list(model.parameters()) + (list(distiller.parameters()) if distiller else [])
     opt = _make_optimizer(params, cfg["optim"])
-    loss_fn = _loss_fn(cfg.get("loss", "mse"))
+    loss_name, rate_cfg = _loss_spec(cfg.get("loss", "mse"))
+    loss_fn = _loss_fn(loss_name)
+    rate_reg = (RateRegulariser(model, float(rate_cfg.get("weight", 0.0)), float(rate_cfg.get("target", 0.0)))
+                if rate_cfg else None)
     base_lr = float(cfg["optim"]["lr"])
     warmup, min_lr = int(cfg["sched"].get("warmup", 0)), float(cfg["sched"].get("min_lr", 0.0))
 
@@ -466,12 +511,21 @@ def train(
             want_log = (step + 1) % int(tcfg["log_every"]) == 0 or step + 1 == steps
             terms = None
             with record_firing_rates(model) if want_log else nullcontext() as fr:
-                with distiller.capture() if distiller else nullcontext():
-                    out = model(noisy)
+                if rate_reg is not None:
+                    rate_reg.active = True
+                try:
+                    with distiller.capture() if distiller else nullcontext():
+                        out = model(noisy)
+                finally:
+                    if rate_reg is not None:
+                        rate_reg.active = False
                 loss = loss_fn(out, clean)
                 if distiller is not None:
                     terms = distiller.loss_terms(noisy, out, clean, loss, step)
                     loss = terms.pop("loss")
+                reg = rate_reg.penalty() if rate_reg is not None else None
+                if reg is not None:
+                    loss = loss + reg
             if not torch.isfinite(loss):
                 bad += 1
                 bad_total += 1
@@ -499,6 +553,8 @@ def train(
                        "it_s": its}
                 if terms is not None:
                     rec["terms"] = {k: float(v) for k, v in terms.items()}
+                if reg is not None:
+                    rec["rate_reg"] = reg.item()
                 if spiking:
                     rec["firing_rate"] = fr.mean
                     rec["layer_rates"] = fr.rates
