@@ -358,3 +358,24 @@ def test_cmd_energy_rejects_bad_constants(tmp_path):
     args = _parse(["energy", "--model", "spiden-cpu", "--set", "e_mac"])
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         args.func(args)
+
+
+def test_tile_pixels_makes_memory_energy_per_pixel_independent_of_image_size():
+    from spikeir.energy import EnergyModel, measure
+    from spikeir.models import DnCNN
+
+    torch.manual_seed(0)
+    m = DnCNN(depth=3, width=4).eval()
+
+    def per_pixel(size, em):
+        rep = measure(m, torch.rand(1, 1, size, size), energy_model=em)
+        e = rep.energy()
+        return e["memory_aware"]["ann_j"] / size**2, e["ops_45nm"]["ann_j"] / size**2
+
+    whole = EnergyModel()
+    tiled = EnergyModel(tile_pixels=64)
+    (w16, o16), (w32, o32) = per_pixel(16, whole), per_pixel(32, whole)
+    assert w32 > w16 * 1.005  # whole-image memories: bigger images cost more per pixel
+    assert o32 == pytest.approx(o16, rel=1e-12)  # the operation model does not depend on size
+    (t16, _), (t32, _) = per_pixel(16, tiled), per_pixel(32, tiled)
+    assert t32 == pytest.approx(t16, rel=1e-9) and t16 < w16

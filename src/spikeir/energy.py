@@ -81,6 +81,11 @@ Conventions (all counts are per image, averaged over the images)
   - element-wise layer: every input element read, every output element written, one parameter
     read per output element if it has parameters (a folded BatchNorm costs no memory access).
 
+  The activation and potential memories hold one whole step of a layer *for the measured image
+  size*, so their per-access cost, and hence this model's energy per pixel, grows with the image
+  (Lemaire et al. model small whole images). To model an accelerator that works tile by tile, set
+  ``tile_pixels`` (e.g. ``--set tile_pixels=4096`` for 64x64 tiles), or measure on crops.
+
   All constants are fields of :class:`EnergyModel`; ``ENERGY_PRESETS`` holds the 45 nm float32
   default and the integer figures (32-bit add 0.1 pJ, multiply 3.1 pJ; 8-bit add 0.03 pJ,
   multiply 0.2 pJ).
@@ -151,6 +156,7 @@ class EnergyModel:
     activation_bits: int = 32
     potential_bits: int = 32
     spike_bits: int = 1
+    tile_pixels: int = 0  # >0: activation/potential memories hold a tile of this many pixels, not the whole image
     fold_bn: bool = True  # BatchNorm folded into the preceding convolution at inference
     scaled_spikes_as_ac: bool = True  # threshold-scaled spikes: AC with V_th folded into weights
 
@@ -222,6 +228,8 @@ class LayerStats:
     cmps: float = 0.0
     input_step_elements: int = 0  # per image and step: sizes of the activation memories
     output_step_elements: int = 0
+    input_step_pixels: int = 0  # spatial positions per image and step (for EnergyModel.tile_pixels)
+    output_step_pixels: int = 0
     basis: str = ""
     energy_pj: dict[str, float] = field(default_factory=dict)
     note: str = ""
@@ -300,6 +308,12 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     if isinstance(obj, dict):
         return [t for o in obj.values() for t in _tensors(o)]
     return []
+
+
+def _pixels(x: torch.Tensor, chan_dim: int = 1) -> int:
+    """Spatial positions of one image and step: the sizes after the channel dimension."""
+    lead = 1 if x.dim() >= 5 else 0  # [T, B, C, ...] sequences carry a time axis first
+    return int(math.prod(x.shape[lead + chan_dim + 1:])) if x.dim() > lead + chan_dim + 1 else 1
 
 
 def _steps(x: torch.Tensor) -> int:
@@ -448,6 +462,8 @@ class _Recorder(TorchFunctionMode):
         row.output_elements += out.numel()
         row.input_step_elements = max(row.input_step_elements, n // steps)
         row.output_step_elements = max(row.output_step_elements, out.numel() // _steps(out))
+        row.input_step_pixels = max(row.input_step_pixels, _pixels(x, chan_dim))
+        row.output_step_pixels = max(row.output_step_pixels, _pixels(out, chan_dim))
         return n, nnz, steps
 
     def _synaptic(self, row: LayerStats, x: torch.Tensor, out: torch.Tensor, dense: float,
@@ -647,6 +663,16 @@ def _is_counted(m: nn.Module) -> bool:
 # ----------------------------------------------------------------------------- pricing
 
 
+def _memory_elements(row: LayerStats, em: EnergyModel) -> tuple[float, float]:
+    """Values held by a layer's input and output memories: one whole step of the measured image,
+    or one tile of ``em.tile_pixels`` pixels when that is set (and smaller)."""
+    def cap(elements: int, pixels: int) -> float:
+        if em.tile_pixels > 0 and pixels > em.tile_pixels:
+            return elements * em.tile_pixels / pixels
+        return float(elements)
+    return cap(row.input_step_elements, row.input_step_pixels), cap(row.output_step_elements, row.output_step_pixels)
+
+
 def _price(row: LayerStats, em: EnergyModel, spiking: bool) -> None:
     """Fill ``row.basis`` and ``row.energy_pj`` (both energy models, with their parts)."""
     syn = 0.0
@@ -658,20 +684,21 @@ def _price(row: LayerStats, em: EnergyModel, spiking: bool) -> None:
         syn = row.sops * em.e_ac if ac else row.dense_macs * em.e_mac
     elem = row.adds * em.e_ac + row.muls * em.e_mul + row.cmps * em.e_cmp
     ops = syn + elem
-    a_in = em.sram_pj(row.input_step_elements * em.activation_bits)
-    a_out = em.sram_pj(row.output_step_elements * em.activation_bits)
+    in_mem, out_mem = _memory_elements(row, em)
+    a_in = em.sram_pj(in_mem * em.activation_bits)
+    a_out = em.sram_pj(out_mem * em.activation_bits)
     w_access = em.sram_pj(row.params * em.weight_bits)
     weights = potentials = acts = 0.0
     if row.category == "synaptic":
         weights = (row.sops if ac else row.dense_macs) * w_access
         if ac:
-            acts = row.input_nonzeros * em.sram_pj(row.input_step_elements * em.spike_bits)
-            potentials = 2.0 * row.sops * em.sram_pj(row.output_step_elements * em.potential_bits)
+            acts = row.input_nonzeros * em.sram_pj(in_mem * em.spike_bits)
+            potentials = 2.0 * row.sops * em.sram_pj(out_mem * em.potential_bits)
         else:
             acts = row.input_elements * a_in + row.output_elements * a_out
     elif row.category == "neuron":
-        potentials = 2.0 * row.neuron_updates * em.sram_pj(row.input_step_elements * em.potential_bits)
-        acts = row.input_elements * a_in + row.output_nonzeros * em.sram_pj(row.output_step_elements * em.spike_bits)
+        potentials = 2.0 * row.neuron_updates * em.sram_pj(in_mem * em.potential_bits)
+        acts = row.input_elements * a_in + row.output_nonzeros * em.sram_pj(out_mem * em.spike_bits)
     elif not (row.category == "norm" and "BatchNorm" in row.kind and em.fold_bn):
         weights = row.output_elements * w_access if row.params else 0.0
         acts = row.read_elements * a_in + row.output_elements * a_out
