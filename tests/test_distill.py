@@ -61,8 +61,15 @@ def test_hints_come_from_the_named_layers_and_the_teacher_stays_frozen():
     bn_before = teacher.net[3].running_mean.clone()
     x, clean = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
     seen = {}
-    teacher.net[7].register_forward_hook(lambda _m, _i, o: seen.setdefault("t", o.clone()))
-    student.body[3].register_forward_hook(lambda _m, _i, o: seen.setdefault("s", o.clone()))
+
+    def keep(key):
+        def hook(_m, _i, o):
+            if key not in seen:
+                seen[key] = o.clone()
+        return hook
+
+    teacher.net[7].register_forward_hook(keep("t"))
+    student.body[3].register_forward_hook(keep("s"))
     with d.capture():
         out = student(x)
     recon = torch.nn.functional.l1_loss(out, clean)
@@ -184,3 +191,34 @@ def test_bad_distill_numbers_are_one_line_errors(key, value):
     student, teacher = _pair()
     with pytest.raises(ValueError, match=f"distill.{key} must be a number"):
         Distiller({"hints": {"net.1": "head_neuron"}, key: value}, student, teacher, 1, 10)
+
+
+@pytest.mark.parametrize("student_cfg,hints", [
+    ({"name": "esdnet", "in_channels": 1, "out_channels": 1, "dim": 8, "en_num_blocks": [1, 1, 1],
+      "de_num_blocks": [1, 1, 1], "T": 2}, {"decoders.0": "decoder_level3", "decoders.2": "decoder_level1"}),
+    ({"name": "spiking_unet", "in_channels": 1, "width": 4, "blocks": [1, 1], "middle": 1, "T": 2},
+     {"middle": "middle", "decoders.2": "decoders.1"}),
+])
+def test_nafnet_teaches_sequence_students_across_resolutions(student_cfg, hints):
+    from spikeir.models import NAFNet, build_model
+
+    torch.manual_seed(0)
+    teacher = NAFNet(in_channels=1, width=8, enc_blk_nums=[1, 1, 1], middle_blk_num=1, dec_blk_nums=[1, 1, 1])
+    student = build_model(student_cfg)
+    d = Distiller({"hints": hints, "hint_weight": 1.0}, student, teacher, 1, 10)
+    x = torch.rand(2, 1, 32, 32)
+    seen = {}
+    for t_name in hints:
+        dict(teacher.named_modules())[t_name].register_forward_hook(
+            lambda _m, _i, o, k=t_name: seen.__setitem__(k, o.shape))
+    with d.capture():
+        out = student(x)
+    terms = d.loss_terms(x, out, x, torch.tensor(0.0), step=0)
+    assert float(terms["hint"]) > 0
+    terms["loss"].backward()
+    assert all(a.weight.grad is not None for a in d.adapters)
+    # student features were sequences [T, B, C, H, W]; adapters map their channels to the teacher's
+    for (t_name, s_name), a in zip(d.pairs, d.adapters):
+        s_feat = dict(student.named_modules())[s_name]
+        assert a.out_channels == seen[t_name][1]
+        assert s_feat is not None
