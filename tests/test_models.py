@@ -207,7 +207,7 @@ def test_quantisation_aware_twin_hands_over_its_thresholds_and_matches_the_snn_o
         torch.testing.assert_close(head, ann.net[1](ann.net[0](x)))
 
 
-def test_nafnet_teacher_any_size_and_trains():
+def test_nafnet_teacher_any_size():
     from spikeir.models import NAFNet
     from spikeir.models.nafnet import LayerNorm2d
 
@@ -221,18 +221,6 @@ def test_nafnet_teacher_any_size_and_trains():
     x = torch.randn(2, 4, 5, 6)
     torch.testing.assert_close(ln(x), torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (4,), eps=1e-6)
                                .permute(0, 3, 1, 2))
-    small = NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1])
-    opt = torch.optim.Adam(small.parameters(), 1e-2)
-    clean = torch.rand(4, 1, 16, 16)
-    noisy = clean + 0.1 * torch.randn_like(clean)
-    losses = []
-    for _ in range(30):
-        loss = torch.nn.functional.mse_loss(small(noisy), clean)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
     with pytest.raises(ValueError, match="same length"):
         NAFNet(enc_blk_nums=[1, 1], dec_blk_nums=[1])
 

@@ -23,6 +23,14 @@ def tiny_cfg(tmp_path, model=None, **train_kw):
     return cfg
 
 
+def assert_same_weights(run_a, run_b):
+    a, _ = read_model_file(run_a / "model.safetensors")
+    b, _ = read_model_file(run_b / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_train_writes_run_and_model(tmp_path):
     cfg = tiny_cfg(tmp_path)
     res = train(cfg, tmp_path / "run", device="cpu", progress=False)
@@ -56,10 +64,7 @@ def test_resume_continues_exactly(tmp_path):
     res = train(paused, tmp_path / "split", device="cpu", progress=False)
     assert res["paused"] and not (tmp_path / "split" / "model.safetensors").exists()
     train(cfg, tmp_path / "split", device="cpu", resume=True, progress=False)
-    a, _ = read_model_file(tmp_path / "straight" / "model.safetensors")
-    b, _ = read_model_file(tmp_path / "split" / "model.safetensors")
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_weights(tmp_path / "straight", tmp_path / "split")
 
 
 def test_resume_from_an_earlier_checkpoint_drops_the_lost_tail(tmp_path):
@@ -266,10 +271,7 @@ def test_sigkill_mid_run_then_resume_matches_a_straight_run(tmp_path):
     assert list(ck_dir.glob("step_*.pt")), "no checkpoint was written before the deadline"
     assert not (tmp_path / "killed" / "model.safetensors").exists(), "the run finished before it could be killed"
     train(cfg, tmp_path / "killed", device="cpu", resume=True, progress=False)
-    a, _ = read_model_file(tmp_path / "straight" / "model.safetensors")
-    b, _ = read_model_file(tmp_path / "killed" / "model.safetensors")
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_weights(tmp_path / "straight", tmp_path / "killed")
 
 
 def test_run_record_names_config_code_versions_and_hashed_data(tmp_path):
