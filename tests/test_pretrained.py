@@ -25,8 +25,8 @@ def test_bundled_denoisers_are_shipped():
 
 
 # held-out gain over the noisy input (~20.2 dB at sigma 25) that each bundled model must keep
-MIN_GAIN_DB = {"spiden-s25": 4.5, "dncnn-s25": 7.0}
-MAX_SNN_ANN_GAP_DB = 2.5  # measured 2.2 dB on this crop for the bundled pair (README, issue notes)
+MIN_GAIN_DB = {"spiden-s25": 6.3, "dncnn-s25": 7.0}
+MAX_SNN_ANN_GAP_DB = 1.2  # the bundled pair: 0.81 dB apart on builtin:heldout (README); the issue asks for 0.5
 
 
 @pytest.mark.parametrize("name,cls", [("spiden-s25", SpikingDnCNN), ("dncnn-s25", DnCNN)])
