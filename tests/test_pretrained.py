@@ -70,6 +70,8 @@ def test_model_card_matches_the_shipped_file(name):
     assert card is not None and card["file"] == path.name
     assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert card["steps"] > 0 and card["recipe"].startswith("configs/") and card["training_seconds"] > 0
+    record = path.parent / card["run_record"].removeprefix("pretrained/")
+    assert (record / "config.yaml").is_file() and (record / "log.jsonl").is_file(), "run record not shipped"
     assert card["data"]["train"] and all(d["licence"] for d in card["data"]["train"])
     heldout = {d["name"] for d in card["data"]["heldout"]}
     assert not heldout & {d["name"] for d in card["data"]["train"]}, "held-out images were trained on"
