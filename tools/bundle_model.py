@@ -56,7 +56,8 @@ def main() -> int:
     ap.add_argument("run", type=Path)
     ap.add_argument("--name", required=True)
     ap.add_argument("--recipe", required=True, help="the config file in configs/ that trains this model")
-    ap.add_argument("--stage-of", default=None, help="the model or run this run was started from (train.init_from), if any")
+    ap.add_argument("--stage-of", default=None,
+                    help="the model or run this run was started from (train.init_from), if any")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()
 
