@@ -11,7 +11,7 @@ from spikeir.cli import main
 from spikeir.data import add_test_noise, read_image
 from spikeir.io import save_model
 from spikeir.metrics import psnr
-from spikeir.models import build_model
+from spikeir.models import PRESETS, build_model
 
 
 @pytest.fixture
@@ -111,9 +111,24 @@ def test_models_and_version(capsys):
 
 def test_demo_with_given_models(tmp_path, tiny_models, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "--snn", str(tiny_models["snn"]), "--ann", str(tiny_models["ann"])]) == 0
+    torch.manual_seed(0)
+    for key, preset in (("rsnn", "esdnet-small"), ("rann", "esdnet-small-ann")):
+        cfg = {**PRESETS[preset], "dim": 4}
+        tiny_models[key] = tmp_path / f"{key}.safetensors"
+        save_model(tiny_models[key], build_model(cfg).eval(), cfg, task="derain")
+    argv = ["demo", "-o", str(out), "--snn", str(tiny_models["snn"]), "--ann", str(tiny_models["ann"]),
+            "--derain-snn", str(tiny_models["rsnn"]), "--derain-ann", str(tiny_models["rann"])]
+    assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "PSNR" in text and "firing rate" in text and "estimated energy" in text
-    panel = read_image(out / "denoise_panel.png")
-    assert panel.shape[1] > 5 * 512 and panel.shape[2] == 3
-    assert main(["demo", "-o", str(out), "--snn", str(tiny_models["snn"]), "--ann", str(tiny_models["ann"])]) == 2
+    assert "denoising demo" in text and "deraining demo" in text and "Y channel" in text
+    assert text.count("estimated energy") == 2 and "inside rain streaks vs background" in text
+    for task in ("denoise", "derain"):
+        panel = read_image(out / f"{task}_panel.png")
+        assert panel.shape[1] > 5 * 512 and panel.shape[2] == 3
+    before = (out / "derain_panel.png").read_bytes()
+    assert main(argv) == 2  # panels exist: refused up front, nothing rewritten
+    assert "exists" in capsys.readouterr().err and (out / "derain_panel.png").read_bytes() == before
+    assert main([*argv[:3], "--task", "denoise", *argv[3:7], "--overwrite"]) == 0
+    assert "deraining demo" not in capsys.readouterr().out
+
+

@@ -198,9 +198,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _print_energy(model, crop: np.ndarray, name: str) -> None:
     import torch
 
+    from .energy import measure
+
+    t = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))
+    t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
+    e = measure(model, [t], name=name).energy()
+    ops, mem = e["ops_45nm"], e["memory_aware"]
+    h, w = crop.shape[:2]
+    print(f"estimated energy per {w}x{h} pixels (firing rates measured on this image): "
+          f"45 nm ops SNN {ops['snn_j'] * 1e6:.1f} uJ vs ANN {ops['ann_j'] * 1e6:.1f} uJ "
+          f"(x{ops['snn_over_ann']:.2f}); memory-aware SNN {mem['snn_j'] * 1e6:.1f} uJ vs ANN "
+          f"{mem['ann_j'] * 1e6:.1f} uJ (x{mem['snn_over_ann']:.2f})  [spikeir energy --model {name}]")
+
+
+def _print_scores(rows: list[tuple[str, float, float, float | None]], channel: str = "") -> None:
+    print(f"{'':<24} {'PSNR dB' + channel:>10} {'SSIM' + channel:>9} {'firing rate':>12}")
+    for label, p, s, rate in rows:
+        print(f"{label:<24} {p:10.2f} {s:9.4f} {'-' if rate is None else f'{rate:.3f}':>12}")
+
+
+def _demo_denoise(args: argparse.Namespace) -> None:
     from .data import add_test_noise, builtin_images, to_uint8
     from .evaluate import restore
     from .io import load_model
@@ -219,23 +239,61 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rate_img, peak = rate_map_image(maps)
     print(f"denoising demo: '{name}' ({clean.shape[1]}x{clean.shape[0]}, gray, held out from training), "
           f"Gaussian noise sigma {args.sigma:g}, seed 0")
-    print(f"{'':<22} {'PSNR dB':>8} {'SSIM':>7} {'firing rate':>12}")
-    print(f"{'noisy input':<22} {psnr(noisy_u8, clean):8.2f} {ssim(noisy_u8, clean):7.4f} {'':>12}")
-    print(f"{'SNN ' + args.snn:<22} {psnr(den_snn, clean):8.2f} {ssim(den_snn, clean):7.4f} {rate:12.3f}")
-    print(f"{'ANN ' + args.ann:<22} {psnr(den_ann, clean):8.2f} {ssim(den_ann, clean):7.4f} {'-':>12}")
-    from .energy import measure
-
-    crop = noisy[:128, :128] if noisy.shape[0] >= 128 and noisy.shape[1] >= 128 else noisy
-    e = measure(snn, [torch.from_numpy(crop).float()[None]], name=args.snn).energy()
-    ops, mem = e["ops_45nm"], e["memory_aware"]
-    print(f"estimated energy per 128x128 pixels (firing rates measured on this image): "
-          f"45 nm ops SNN {ops['snn_j'] * 1e6:.1f} uJ vs ANN {ops['ann_j'] * 1e6:.1f} uJ "
-          f"(x{ops['snn_over_ann']:.2f}); memory-aware SNN {mem['snn_j'] * 1e6:.1f} uJ vs ANN "
-          f"{mem['ann_j'] * 1e6:.1f} uJ (x{mem['snn_over_ann']:.2f})  [spikeir energy --model {args.snn}]")
+    _print_scores([("noisy input", psnr(noisy_u8, clean), ssim(noisy_u8, clean), None),
+                   ("SNN " + args.snn, psnr(den_snn, clean), ssim(den_snn, clean), rate),
+                   ("ANN " + args.ann, psnr(den_ann, clean), ssim(den_ann, clean), None)])
+    _print_energy(snn, noisy[:128, :128], args.snn)
     out = Path(args.output) / "denoise_panel.png"
     make_panel([("noisy", noisy_u8), (f"SNN {args.snn}", den_snn), (f"ANN {args.ann}", den_ann),
                 ("clean", clean), (f"spike rate (max {peak:.2f})", rate_img)], out, overwrite=args.overwrite)
     print(f"panel: {out}  (noisy | SNN | ANN | clean | SNN spike-rate map)")
+
+
+def _demo_derain(args: argparse.Namespace) -> None:
+    from .data import builtin_images, to_uint8
+    from .evaluate import restore
+    from .io import load_model
+    from .metrics import psnr, ssim
+    from .rain import synth_rain
+    from .visualize import make_panel, rate_map_image, record_spike_maps, spike_rates_by_region
+
+    snn = load_model(args.derain_snn, args.device)
+    ann = load_model(args.derain_ann, args.device)
+    name, clean = builtin_images("heldout", gray=False)[0]
+    rainy, _, mask = synth_rain(clean, "heavy", seed=0)
+    x = rainy.astype(np.float64) / 255.0
+    with record_spike_maps(snn) as maps:
+        out_snn, rate = restore(snn, x)
+    out_ann, _ = restore(ann, x)
+    der_snn, der_ann = to_uint8(out_snn), to_uint8(out_ann)
+    rate_img, peak = rate_map_image(maps)
+    print(f"\nderaining demo: '{name}' ({clean.shape[1]}x{clean.shape[0]}, held out from training), "
+          f"synthetic heavy rain, seed 0; PSNR/SSIM on the Y channel")
+    y = {"y_channel": True}
+    _print_scores([("rainy input", psnr(rainy, clean, **y), ssim(rainy, clean, **y), None),
+                   ("SNN " + args.derain_snn, psnr(der_snn, clean, **y), ssim(der_snn, clean, **y), rate),
+                   ("ANN " + args.derain_ann, psnr(der_ann, clean, **y), ssim(der_ann, clean, **y), None)])
+    regions = spike_rates_by_region(maps, mask)
+    first = [r for r in regions if r["rate_rain"] is not None and r["rate_background"] is not None][:3]
+    print("firing rate inside rain streaks vs background (first layers): " + "; ".join(
+        f"{r['name']} {r['rate_rain']:.3f} vs {r['rate_background']:.3f}" for r in first)
+        + f"  [spikeir spikes RAINY.png --model {args.derain_snn} --mask MASK.png]")
+    _print_energy(snn, x[:128, :128], args.derain_snn)
+    out = Path(args.output) / "derain_panel.png"
+    make_panel([("rainy", rainy), (f"SNN {args.derain_snn}", der_snn), (f"ANN {args.derain_ann}", der_ann),
+                ("clean", clean), (f"spike rate (max {peak:.2f})", rate_img)], out, overwrite=args.overwrite)
+    print(f"panel: {out}  (rainy | SNN | ANN | clean | SNN spike-rate map)")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    panels = [Path(args.output) / f"{t}_panel.png" for t in ("denoise", "derain") if args.task in (t, "all")]
+    for p in panels:  # refuse before spending a minute on models
+        if p.exists() and not args.overwrite:
+            raise FileExistsError(f"{p} exists (use --overwrite to replace it)")
+    if args.task in ("denoise", "all"):
+        _demo_denoise(args)
+    if args.task in ("derain", "all"):
+        _demo_derain(args)
     return 0
 
 
@@ -366,13 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--device", default="auto")
     rp.set_defaults(func=cmd_reproduce)
 
-    dm = sub.add_parser("demo", help="denoise a built-in image with the bundled SNN and its ANN twin")
-    dm.add_argument("-o", "--output", default="demo_out", help="folder for the panel PNG")
-    dm.add_argument("--snn", default="spiden-s25")
-    dm.add_argument("--ann", default="dncnn-s25")
+    dm = sub.add_parser("demo", help="denoise and derain built-in images with the bundled SNNs and their ANN twins")
+    dm.add_argument("-o", "--output", default="demo_out", help="folder for the panel PNGs")
+    dm.add_argument("--task", default="all", choices=["all", "denoise", "derain"])
+    dm.add_argument("--snn", default="spiden-s25", help="denoising SNN")
+    dm.add_argument("--ann", default="dncnn-s25", help="denoising ANN twin")
+    dm.add_argument("--derain-snn", default="esdnet-s", help="deraining SNN")
+    dm.add_argument("--derain-ann", default="esdnet-s-ann", help="deraining ANN twin")
     dm.add_argument("--sigma", type=float, default=25.0)
     dm.add_argument("--device", default="auto")
-    dm.add_argument("--overwrite", action="store_true", help="replace an existing panel")
+    dm.add_argument("--overwrite", action="store_true", help="replace existing panels")
     dm.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("spikes", help="per-layer spike-rate maps; rain vs background rates with --mask")

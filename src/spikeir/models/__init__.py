@@ -34,7 +34,7 @@ PRESETS: dict[str, dict] = {
         "neuron_kwargs": {"v_init": "half"},
     },
     "dncnn-cpu": {"name": "dncnn", "in_channels": 1, "depth": 10, "width": 32},
-        # ESDNet as released (12.8 M parameters), a small variant (the parity fixture's layout) and twins
+    # ESDNet as released (12.8 M parameters), a small variant (the parity fixture's layout) and twins
     "esdnet": {"name": "esdnet", "in_channels": 3, "out_channels": 3, "dim": 48,
                "en_num_blocks": [4, 4, 8], "de_num_blocks": [2, 2, 2], "T": 4},
     "esdnet-small": {"name": "esdnet", "in_channels": 3, "out_channels": 3, "dim": 16,
