@@ -9,6 +9,12 @@ last ``keep_ckpts`` kept; written to a temporary file and renamed) and, at the e
 ``model.safetensors`` (weights + model config, loadable with :func:`spikeir.load_model`).
 Training batches are a pure function of ``(seed, step)``, so ``--resume`` continues exactly.
 
+Workflow keys (all off by default; :mod:`spikeir.train_tools`): ``train.ema: DECAY`` (validated
+as ``val_psnr_ema``, saved as ``model_ema.safetensors``), ``train.accum_steps: N`` (N micro-batches
+per optimiser step), ``train.amp: bf16|fp16`` (autocast; each validation logs the share of spikes
+that flip against fp32), ``train.best: METRIC`` (``model_best.safetensors``), ``data.val`` as a
+list (each set logged under ``val_sets``; the first is the main one) and ``train.tensorboard: true``.
+
 Two ways to bring an ANN into a spiking run:
 
 * ``train.init_from: FILE`` starts a ``spiking_dncnn`` from a trained ``dncnn`` of the same
@@ -45,6 +51,7 @@ from .models import PRESETS, build_model, is_spiking
 from .neurons import record_firing_rates
 from .plots import plot_run
 from .rain import RainPatchSampler, load_rain_set, synthetic_rain_set
+from .train_tools import EMA, BestKeeper, TensorBoardLog, amp_dtype, autocast, spike_flips
 
 __all__ = ["train", "reproduce", "RateRegulariser", "REPRODUCE_TOL_DB", "run_record", "resolve_model_cfg", "lr_at",
            "TrainingError", "TASKS", "DenoiseTask", "DerainTask"]
@@ -189,6 +196,27 @@ def run_record(cfg: dict, task, dev: torch.device) -> dict:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def _val_specs(dcfg: dict) -> list[str]:
+    """``data.val``: one set or a list of sets (``builtin:NAME`` or folders)."""
+    v = dcfg.get("val")
+    if not v:
+        return []
+    specs = v if isinstance(v, list) else [v]
+    if not all(isinstance(x, str) and x for x in specs):
+        raise ValueError(f"data.val must be a data set or a list of data sets, got {v!r}")
+    return [str(x) for x in specs]
+
+
+def _validate_sets(sets: dict[str, list], run) -> dict | None:
+    """Validate on every set; the first set's result is the main one (``mean``, ``images``) and
+    ``sets`` maps each set to its mean."""
+    results = {spec: run(items) for spec, items in sets.items() if items}
+    if not results:
+        return None
+    first = next(iter(results.values()))
+    return {**first, "sets": {spec: r["mean"] for spec, r in results.items()}}
+
+
 class DenoiseTask:
     """Gaussian denoising: random patches of clean images with fresh noise; validation on
     centre crops of ``data.val`` under the test protocol."""
@@ -206,11 +234,22 @@ class DenoiseTask:
         self.sampler = DenoisePatchSampler(
             imgs, patch=int(dcfg["patch"]), batch_size=int(dcfg["batch_size"]), seed=seed,
             sigma=tuple(self.sigma) if isinstance(self.sigma, list) else float(self.sigma))
-        self.val = [(n, _center_crop(im, dcfg.get("val_crop")))
-                    for n, im in (load_image_set(dcfg["val"], gray=self.gray) if dcfg.get("val") else [])]
+        crop = dcfg.get("val_crop")
+        self.val_sets = {spec: [(n, _center_crop(im, crop)) for n, im in load_image_set(spec, self.gray)]
+                         for spec in _val_specs(dcfg)}
 
     def validate(self, model: nn.Module, dev: torch.device) -> dict | None:
-        return evaluate_denoise(model, self.val, self.val_sigma, dev) if self.val else None
+        return _validate_sets(self.val_sets, lambda items: evaluate_denoise(model, items, self.val_sigma, dev))
+
+    def first_val_input(self) -> torch.Tensor | None:
+        """The first validation image as the model sees it, ``[1, C, H, W]`` (noisy, seed 0)."""
+        from .data import add_test_noise
+
+        items = next((v for v in self.val_sets.values() if v), None)
+        if not items:
+            return None
+        x = torch.from_numpy(add_test_noise(items[0][1], self.val_sigma, seed=0)).float()
+        return (x[None] if x.dim() == 2 else x.permute(2, 0, 1))[None]
 
     def meta(self) -> dict:
         return {"task": "denoise", "gray": self.gray, "sigma": self.sigma}
@@ -238,16 +277,25 @@ class DerainTask:
             imgs = [im for _, im in named]
             self.sampler = RainPatchSampler(images=imgs, patch=int(dcfg["patch"]), batch_size=int(dcfg["batch_size"]),
                                             preset=self.preset, seed=seed)
-        triples = []
+        sets = {}
         if dcfg.get("val_pairs"):
-            _, triples = load_rain_set(str(dcfg["val_pairs"]), dcfg.get("layout"), dcfg.get("rainy_half", "left"))
-        elif dcfg.get("val"):
-            triples = synthetic_rain_set(str(dcfg["val"]), self.preset)
+            sets[str(dcfg["val_pairs"])] = load_rain_set(str(dcfg["val_pairs"]), dcfg.get("layout"),
+                                                         dcfg.get("rainy_half", "left"))[1]
+        else:
+            sets = {spec: synthetic_rain_set(spec, self.preset) for spec in _val_specs(dcfg)}
         crop = dcfg.get("val_crop")
-        self.val = [(n, _center_crop(r, crop), _center_crop(c, crop)) for n, r, c in triples]
+        self.val_sets = {spec: [(n, _center_crop(r, crop), _center_crop(c, crop)) for n, r, c in triples]
+                         for spec, triples in sets.items()}
 
     def validate(self, model: nn.Module, dev: torch.device) -> dict | None:
-        return evaluate_derain(model, self.val, dev) if self.val else None
+        return _validate_sets(self.val_sets, lambda items: evaluate_derain(model, items, dev))
+
+    def first_val_input(self) -> torch.Tensor | None:
+        """The first validation image as the model sees it, ``[1, 3, H, W]`` (rainy)."""
+        items = next((v for v in self.val_sets.values() if v), None)
+        if not items:
+            return None
+        return torch.from_numpy(items[0][1]).float().div(255.0).permute(2, 0, 1)[None]
 
     def meta(self) -> dict:
         return {"task": "derain", "gray": False, "rain": self.preset}
@@ -288,7 +336,7 @@ def _validate_config(cfg: dict) -> None:
     if not isinstance(cfg.get("model"), dict):
         raise ValueError(f"config section 'model' must be a mapping, got {cfg.get('model')!r}")
     t = cfg["train"]
-    for key in ("steps", "log_every", "val_every", "ckpt_every", "keep_ckpts"):
+    for key in ("steps", "log_every", "val_every", "ckpt_every", "keep_ckpts", "accum_steps"):
         v = t.get(key, 1)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1 or int(v) != v:
             raise ValueError(f"train.{key} must be a whole number >= 1, got {v!r}")
@@ -444,9 +492,24 @@ def train(
     base_lr = float(cfg["optim"]["lr"])
     warmup, min_lr = int(cfg["sched"].get("warmup", 0)), float(cfg["sched"].get("min_lr", 0.0))
 
+    accum = int(tcfg.get("accum_steps", 1))
+    adt = amp_dtype(tcfg.get("amp"), dev)
+    scaler = torch.amp.GradScaler("cuda") if adt == torch.float16 else None  # bf16 needs no loss scaling
+    best = BestKeeper(tcfg["best"]) if tcfg.get("best") else None
+    if best is not None and best.uses_ema and not tcfg.get("ema"):
+        raise ValueError(f"train.best: {best.metric!r} needs train.ema")
+    if tcfg.get("tensorboard"):
+        TensorBoardLog.check()  # fail before the run directory is made
+
     start = 0
     if tcfg.get("init_from") and not resume:
         log_init = _init_from_ann(model, str(tcfg["init_from"]), task, dev)
+
+    def fresh_model() -> nn.Module:
+        with torch.random.fork_rng(devices=[]):  # building the shadow must not shift the run's RNG
+            return build_model(model_cfg)
+
+    ema = EMA(model, float(tcfg["ema"]), fresh_model) if tcfg.get("ema") else None
     if resume:
         # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest
         ck = torch.load(existing[-1], map_location="cpu", weights_only=True)
@@ -457,6 +520,9 @@ def train(
         if distiller is not None:
             distiller.load_state_dict(ck["distill"])
         opt.load_state_dict(ck["optim"])
+        for part, name in ((ema, "ema"), (best, "best"), (scaler, "scaler")):
+            if part is not None and name in ck:
+                part.load_state_dict(ck[name])
         start = int(ck["step"])
         torch.set_rng_state(ck["rng"]["torch"])
         _rewrite_log(run / "log.jsonl", start)
@@ -465,27 +531,53 @@ def train(
     rec_name = "run.json" if start == 0 else f"run.resume-{start:07d}.json"  # each leg keeps its record
     write_json_atomic(run / rec_name, run_record(cfg, task, dev), overwrite=True)
     log_f = (run / "log.jsonl").open("a")
+    tb = None
     try:
+        tb = TensorBoardLog(run) if tcfg.get("tensorboard") else None
 
         def log(rec: dict) -> None:
             log_f.write(json.dumps(rec) + "\n")
             log_f.flush()
+            if tb is not None:
+                tb.add(rec)
 
         def checkpoint(step: int) -> None:
             state = {"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
                      "rng": {"torch": torch.get_rng_state()}, "config": cfg}
             if distiller is not None:
                 state["distill"] = distiller.state_dict()  # the adapters (not exported with the model)
+            for part, name in ((ema, "ema"), (best, "best"), (scaler, "scaler")):
+                if part is not None:
+                    state[name] = part.state_dict()
             atomic_torch_save(state, run / "checkpoints" / f"step_{step:07d}.pt")
             for old in _checkpoints(run)[: -int(tcfg.get("keep_ckpts", 2))]:  # keep_ckpts >= 1 (validated)
                 old.unlink()
+
+        def meta(step: int, val: dict | None, **extra) -> dict:
+            return {**task.meta(), "steps": step, "train_config": cfg, "val": val, **extra}
 
         def validate(step: int) -> dict | None:
             res = task.validate(model, dev)
             if res is None:
                 return None
-            log({"step": step, "val_psnr": res["mean"]["psnr"], "val_ssim": res["mean"]["ssim"],
-                 "val_firing_rate": res["mean"]["firing_rate"]})
+            rec = {"step": step, "val_psnr": res["mean"]["psnr"], "val_ssim": res["mean"]["ssim"],
+                   "val_firing_rate": res["mean"]["firing_rate"]}
+            if len(res["sets"]) > 1:
+                rec["val_sets"] = {k: {"psnr": v["psnr"], "ssim": v["ssim"]} for k, v in res["sets"].items()}
+            res_ema = task.validate(ema.shadow, dev) if ema is not None else None
+            if res_ema is not None:
+                res["ema"] = res_ema["mean"]
+                rec.update({"val_psnr_ema": res_ema["mean"]["psnr"], "val_ssim_ema": res_ema["mean"]["ssim"]})
+            if adt is not None and spiking:
+                flips = spike_flips(model, task.first_val_input().to(dev), adt)
+                rec["amp_spike_flips"] = flips["fraction"]
+                rec["amp_spikes_flipped"] = flips["flipped"]
+            if best is not None and best.improved(rec, step):
+                src = ema.shadow if best.uses_ema else model
+                save_model(run / "model_best.safetensors", src, model_cfg,
+                           **meta(step, res_ema["mean"] if best.uses_ema else res["mean"],
+                                  best={"metric": best.metric, "value": best.value, "step": step}))
+            log(rec)
             model.train()
             return res
 
@@ -507,25 +599,38 @@ def train(
             lr = lr_at(step, steps, base_lr, warmup, min_lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-            noisy, clean = (t.to(dev, non_blocking=True) for t in task.sampler.batch(step))
             want_log = (step + 1) % int(tcfg["log_every"]) == 0 or step + 1 == steps
-            terms = None
-            with record_firing_rates(model) if want_log else nullcontext() as fr:
-                if rate_reg is not None:
-                    rate_reg.active = True
-                try:
-                    with distiller.capture() if distiller else nullcontext():
-                        out = model(noisy)
-                finally:
+            opt.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for micro in range(accum):  # gradient accumulation: accum micro-batches per optimiser step
+                index = step if accum == 1 else step * accum + micro  # still a pure function of (seed, step)
+                noisy, clean = (t.to(dev, non_blocking=True) for t in task.sampler.batch(index))
+                terms = None
+                last = micro == accum - 1
+                with record_firing_rates(model) if want_log and last else nullcontext() as fr_m:
                     if rate_reg is not None:
-                        rate_reg.active = False
-                loss = loss_fn(out, clean)
-                if distiller is not None:
-                    terms = distiller.loss_terms(noisy, out, clean, loss, step)
-                    loss = terms.pop("loss")
-                reg = rate_reg.penalty() if rate_reg is not None else None
-                if reg is not None:
-                    loss = loss + reg
+                        rate_reg.active = True
+                    try:
+                        with distiller.capture() if distiller else nullcontext(), autocast(dev, adt):
+                            out = model(noisy)
+                    finally:
+                        if rate_reg is not None:
+                            rate_reg.active = False
+                    out = out.float()
+                    loss = loss_fn(out, clean)
+                    if distiller is not None:
+                        terms = distiller.loss_terms(noisy, out, clean, loss, step)
+                        loss = terms.pop("loss")
+                    reg = rate_reg.penalty() if rate_reg is not None else None
+                    if reg is not None:
+                        loss = loss + reg
+                if last:
+                    fr = fr_m
+                if not torch.isfinite(loss):
+                    break
+                loss_sum += loss.item()
+                scaled = loss / accum
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
             if not torch.isfinite(loss):
                 bad += 1
                 bad_total += 1
@@ -538,19 +643,25 @@ def train(
                     checkpoint(step + 1)
                 continue
             bad = 0
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.unscale_(opt)  # clip the true gradients
             if tcfg.get("grad_clip"):
                 nn.utils.clip_grad_norm_(params, float(tcfg["grad_clip"]))
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            if ema is not None:
+                ema.update(model)
             if want_log:
                 with torch.no_grad():
                     mse = ((out.detach().clamp(0, 1) - clean) ** 2).mean().item()
                 now = time.perf_counter()
                 its = (step + 1 - n_last) / max(now - t_last, 1e-9)
                 t_last, n_last = now, step + 1
-                rec = {"step": step + 1, "loss": loss.item(), "lr": lr, "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
-                       "it_s": its}
+                rec = {"step": step + 1, "loss": loss_sum / accum, "lr": lr,
+                       "psnr": 10 * math.log10(1 / max(mse, 1e-12)), "it_s": its}
                 if terms is not None:
                     rec["terms"] = {k: float(v) for k, v in terms.items()}
                 if reg is not None:
@@ -572,10 +683,17 @@ def train(
             log({"event": "paused", "step": stop_at})
             return {"steps": stop_at, "paused": True}
         val_res = validate(steps) or {}
-        meta = {**task.meta(), "steps": steps, "train_config": cfg, "val": val_res.get("mean")}
-        save_model(run / "model.safetensors", model, model_cfg, **meta)
-        log({"event": "end", "step": steps, "val": val_res.get("mean")})
+        if ema is not None:
+            save_model(run / "model_ema.safetensors", ema.shadow, model_cfg,
+                       **meta(steps, val_res.get("ema"), ema={"decay": ema.decay, "updates": ema.updates}))
+        save_model(run / "model.safetensors", model, model_cfg, **meta(steps, val_res.get("mean")))
+        end = {"event": "end", "step": steps, "val": val_res.get("mean")}
+        if best is not None and best.step is not None:
+            end["best"] = {"metric": best.metric, "value": best.value, "step": best.step}
+        log(end)
         plot_run(run)
         return {**val_res, "steps": steps}
     finally:
         log_f.close()  # also when training stops with an error
+        if tb is not None:
+            tb.close()
