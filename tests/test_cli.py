@@ -132,3 +132,24 @@ def test_demo_with_given_models(tmp_path, tiny_models, capsys):
     assert "deraining demo" not in capsys.readouterr().out
 
 
+
+
+def test_convert_ann_cli_writes_a_loadable_snn_and_refuses_bad_input(tmp_path, tiny_models, capsys):
+    from spikeir.io import load_model, read_model_file
+    from spikeir.models import SpikingDnCNN
+
+    src = tmp_path / "imgs"
+    write_images(src, 2)
+    out = tmp_path / "converted.safetensors"
+    argv = ["convert-ann", str(tiny_models["ann"]), "-o", str(out), "--T", "6", "--calib", str(src), "--patch", "16"]
+    assert main(argv) == 0
+    snn = load_model(out, "cpu")
+    _, info = read_model_file(out)
+    assert isinstance(snn, SpikingDnCNN) and snn.T == 6 and info["conversion"]["threshold"] == "percentile"
+    ths = [float(m.v_threshold) for m in snn.modules() if hasattr(m, "v_threshold")]
+    assert ths == info["conversion"]["thresholds"]
+    capsys.readouterr()
+    assert main(argv) == 2 and "exists" in capsys.readouterr().err  # never overwritten silently
+    assert main(["convert-ann", str(tiny_models["snn"]), "-o", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "takes a trained DnCNN" in err[0]

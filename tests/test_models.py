@@ -265,3 +265,43 @@ def test_distillation_models_train(preset):
         opt.step()
         losses.append(loss.item())
     assert min(losses[-3:]) < 0.7 * losses[0], losses
+
+
+def test_percentile_threshold_is_the_percentile_of_positive_activations():
+    import numpy as np
+
+    from spikeir.models.spiking_dncnn import percentile_threshold
+
+    a = torch.cat([-torch.rand(500), torch.zeros(300), torch.rand(2000) * 7])
+    pos = a[a > 0].numpy()
+    assert percentile_threshold(a, 99.0) == pytest.approx(float(np.percentile(pos, 99.0)), rel=1e-5)
+    assert percentile_threshold(a, 100.0) == pytest.approx(float(pos.max()), rel=1e-6)
+    with pytest.raises(ValueError, match="percentile"):
+        percentile_threshold(a, 0.0)
+
+
+def test_converted_snn_counts_spikes_as_rounded_ann_activations():
+    """convert_ann: the first layer sees a constant input, so each neuron's spike count over T
+    steps is clip(floor(a T / V_th + 1/2), 0, T) of its ANN activation a; and the converted
+    network approaches the ANN as T grows."""
+    from spikeir.models.spiking_dncnn import convert_ann
+
+    torch.manual_seed(1)
+    ann = DnCNN(depth=4, width=8).eval()
+    x = torch.rand(2, 1, 16, 16)
+    errs = []
+    for T in (4, 32, 256):
+        snn = convert_ann(ann, T, x, threshold="percentile", percentile=100.0)
+        assert not snn.training and isinstance(snn, SpikingDnCNN) and snn.T == T
+        seen = []
+        h = snn.head_neuron.register_forward_hook(lambda _m, _i, o, seen=seen: seen.append(o))
+        with torch.no_grad():
+            y = snn(x)
+            a = torch.relu(ann.net[0](x))
+        h.remove()
+        th = float(snn.head_neuron.v_threshold)
+        assert th == pytest.approx(float(a.max()), rel=1e-6)  # the 100th percentile: the largest activation
+        counts = (seen[0] != 0).sum(0).float()
+        torch.testing.assert_close(counts, torch.clamp(torch.floor(a * T / th + 0.5), 0, T), atol=0, rtol=0)
+        errs.append(float((y - ann(x)).abs().mean()))
+    assert errs[2] < errs[1] < errs[0] and errs[2] < 0.02

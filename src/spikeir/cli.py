@@ -355,6 +355,41 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_ann(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import DenoisePatchSampler, load_image_set
+    from .io import load_model, save_model
+    from .models import DnCNN
+    from .models.spiking_dncnn import convert_ann, converted_config
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
+    if args.T < 1 or args.batches < 1:
+        raise ValueError("--T and --batches must be >= 1")
+    ann = load_model(args.ann, "cpu")
+    if not isinstance(ann, DnCNN):
+        raise ValueError(f"convert-ann takes a trained DnCNN (an ANN twin); {args.ann!r} is a {type(ann).__name__}")
+    info = getattr(ann, "spikeir_info", {})
+    gray = bool(info.get("gray", True))
+    sigma = args.sigma if args.sigma is not None else info.get("sigma", 25.0)
+    imgs = [im for _, im in load_image_set(args.calib, gray=gray)]
+    sampler = DenoisePatchSampler(imgs, patch=args.patch, batch_size=8, seed=0,
+                                  sigma=tuple(sigma) if isinstance(sigma, list) else float(sigma))
+    torch.manual_seed(0)
+    calib = torch.cat([sampler.batch(i)[0] for i in range(args.batches)])
+    snn = convert_ann(ann, args.T, calib, args.threshold, args.percentile)
+    ths = [float(m.v_threshold.detach()) for m in snn.modules() if hasattr(m, "v_threshold")]
+    save_model(out, snn, converted_config(ann, args.T), task="denoise", gray=gray, sigma=sigma,
+               converted_from=str(args.ann), conversion={"T": args.T, "threshold": args.threshold,
+                                                         "percentile": args.percentile, "calib": args.calib,
+                                                         "calib_patches": int(calib.shape[0]), "thresholds": ths})
+    print(f"converted {args.ann} to an IF network with T={args.T} ({args.threshold} thresholds "
+          f"{', '.join(f'{t:.3g}' for t in ths)}): {out}")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .release import cmd_convert as run
 
@@ -453,6 +488,20 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png, replaced)")
     pl.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     pl.set_defaults(func=cmd_plot)
+
+    ca = sub.add_parser("convert-ann", help="ANN-to-SNN conversion baseline: a trained DnCNN twin as an IF network")
+    ca.add_argument("ann", help="the trained ANN (bundled name or .safetensors path), e.g. dncnn-s25")
+    ca.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    ca.add_argument("--T", type=int, default=4, help="time steps")
+    ca.add_argument("--threshold", default="percentile", choices=["percentile", "error"],
+                    help="per-layer threshold: an activation percentile (default) or the least T-step code error")
+    ca.add_argument("--percentile", type=float, default=99.9)
+    ca.add_argument("--calib", default="builtin:train", help="images whose noisy patches calibrate the thresholds")
+    ca.add_argument("--batches", type=int, default=4, help="calibration batches of 8 patches")
+    ca.add_argument("--patch", type=int, default=64)
+    ca.add_argument("--sigma", type=float, default=None, help="calibration noise (default: the ANN's)")
+    ca.add_argument("--overwrite", action="store_true")
+    ca.set_defaults(func=cmd_convert_ann)
 
     c = sub.add_parser("convert", help="convert released weights to a spikeir model file")
     c.add_argument("kind", choices=["esdnet"], help="which release format")

@@ -20,7 +20,8 @@ from torch import nn
 from ..layers import SeqWrap, repeat_time
 from ..neurons import make_neuron
 
-__all__ = ["SpikingDnCNN", "DnCNN", "QuantReLU", "init_from_ann", "quantise_error_threshold"]
+__all__ = ["SpikingDnCNN", "DnCNN", "QuantReLU", "init_from_ann", "quantise_error_threshold", "convert_ann",
+           "percentile_threshold"]
 
 
 def _conv(cin: int, cout: int, bias: bool) -> nn.Conv2d:
@@ -157,6 +158,21 @@ def quantise_error_threshold(a: torch.Tensor, T: int, candidates: int = 64) -> f
     return best
 
 
+def percentile_threshold(a: torch.Tensor, percentile: float = 99.9) -> float:
+    """The ``percentile``-th percentile of the positive activations ``a``: the robust threshold
+    balancing of Rueckauer et al. (2017), which ignores the rare largest activations that plain
+    max-normalisation would scale every spike to."""
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    pos = a.detach().flatten().float()
+    pos = pos[pos > 0]
+    if pos.numel() == 0:
+        return 1.0
+    if pos.numel() > 1_000_000:
+        pos = pos[torch.randperm(pos.numel(), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+    return max(float(torch.quantile(pos, percentile / 100.0)), 1e-6)
+
+
 def _parts(m: SpikingDnCNN | DnCNN) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module]]:
     """Convolutions, BatchNorms and activations (neurons, ReLUs or QuantReLUs) in layer order."""
     if isinstance(m, SpikingDnCNN):
@@ -168,12 +184,14 @@ def _parts(m: SpikingDnCNN | DnCNN) -> tuple[list[nn.Module], list[nn.Module], l
 
 
 @torch.no_grad()
-def init_from_ann(snn: SpikingDnCNN | DnCNN, ann: DnCNN, calib: torch.Tensor) -> list[float]:
+def init_from_ann(snn: SpikingDnCNN | DnCNN, ann: DnCNN, calib: torch.Tensor, threshold: str = "error",
+                  percentile: float = 99.9) -> list[float]:
     """Copy a trained :class:`DnCNN`'s weights into ``snn`` (same depth, width and channels) and
     set each neuron's threshold: a quantisation-aware twin (``quant_T``) hands over its learned
-    thresholds; a ReLU twin's are chosen from its activations on ``calib`` ``[B, C, H, W]``
-    (:func:`quantise_error_threshold`). Spike-domain fine-tuning then starts from a network
-    whose rate code already approximates the ANN. Returns the thresholds set, layer by layer.
+    thresholds; a ReLU twin's are chosen from its activations on ``calib`` ``[B, C, H, W]``, by
+    ``threshold="error"`` (:func:`quantise_error_threshold`, the least T-step code error) or
+    ``"percentile"`` (:func:`percentile_threshold`). Spike-domain fine-tuning then starts from a
+    network whose rate code already approximates the ANN. Returns the thresholds, layer by layer.
 
     ``snn`` may also be a quantisation-aware :class:`DnCNN` (``quant_T``): a ReLU twin then
     starts its quantisation-aware fine-tuning the same way."""
@@ -203,7 +221,38 @@ def init_from_ann(snn: SpikingDnCNN | DnCNN, ann: DnCNN, calib: torch.Tensor) ->
             for h in hooks:
                 h.remove()
             ann.train(was_training)
-        ths = [quantise_error_threshold(a, T) for a in acts]
+        if threshold == "error":
+            ths = [quantise_error_threshold(a, T) for a in acts]
+        elif threshold == "percentile":
+            ths = [percentile_threshold(a, percentile) for a in acts]
+        else:
+            raise ValueError(f"threshold must be 'error' or 'percentile', got {threshold!r}")
     for slot, th in zip(slots, ths):
         slot.v_threshold.fill_(th)
     return ths
+
+
+def converted_config(ann: DnCNN, T: int) -> dict:
+    """The model config of the spiking twin that :func:`convert_ann` builds for ``ann``."""
+    convs, bns, _ = _parts(ann)
+    return {"name": "spiking_dncnn", "in_channels": convs[0].in_channels, "depth": len(convs),
+            "width": convs[0].out_channels, "T": int(T), "bn": bool(bns), "neuron": "if",
+            "neuron_kwargs": {"v_init": "half", "v_reset": None, "scale_output": True}}
+
+
+@torch.no_grad()
+def convert_ann(ann: DnCNN, T: int, calib: torch.Tensor, threshold: str = "percentile",
+                percentile: float = 99.9) -> SpikingDnCNN:
+    """ANN-to-SNN conversion, the field's baseline: the same weights in IF neurons with soft reset
+    (reset by subtraction), membranes started at ``V_th / 2`` and threshold-scaled spikes, so each
+    neuron's spike count over ``T`` steps rounds its ANN activation to ``T`` levels; thresholds
+    balanced per layer on ``calib`` (``threshold="percentile"``: the ``percentile``-th percentile of
+    the layer's positive activations; ``"error"``: the least quantisation error at this ``T``).
+    No training: quality rises with ``T`` towards the ANN's. A quantisation-aware twin (``quant_T``)
+    brings its own thresholds. Returns the model in eval mode."""
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    cfg = converted_config(ann, T)
+    snn = SpikingDnCNN(**{k: v for k, v in cfg.items() if k != "name"})
+    init_from_ann(snn, ann, calib, threshold=threshold, percentile=percentile)
+    return snn.eval()
