@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/spikeir demo -o demo_out --overwrite
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff check src tests benchmarks tools examples
 
 # The web-page test drives Debian's chromium; install it where we can (root with apt), else that test skips.
 browser:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SeqWrap", "repeat_time"]
+__all__ = ["SeqWrap", "repeat_time", "rate_encode"]
 
 
 class SeqWrap(nn.Sequential):
@@ -28,3 +28,14 @@ def repeat_time(x: torch.Tensor, T: int) -> torch.Tensor:
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     return x.unsqueeze(0).expand(T, *x.shape)
+
+
+def rate_encode(x: torch.Tensor, T: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``[B, ...] -> [T, B, ...]`` Bernoulli spikes with probability ``clamp(x, 0, 1)`` per step
+    (rate encoding; the time average estimates ``x`` with variance ``x (1 - x) / T``). Not
+    differentiable with respect to ``x``; direct encoding (:func:`repeat_time`) is the usual
+    choice for restoration, where the first layer can see the analog image."""
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    p = x.clamp(0, 1).unsqueeze(0).expand(T, *x.shape)
+    return torch.bernoulli(p, generator=generator)

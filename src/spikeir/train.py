@@ -69,8 +69,8 @@ def resolve_model_cfg(model_cfg: dict) -> dict:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         cfg = {**PRESETS[preset], **cfg}
-    if "name" not in cfg:
-        raise ValueError("model config needs a 'name' or a 'preset'")
+    if "name" not in cfg and "class" not in cfg:
+        raise ValueError("model config needs a 'name', a 'preset' or a 'class' (package.module:Class)")
     return cfg
 
 
@@ -590,7 +590,7 @@ def train(
             log({"event": "resume", "step": start})
         stop_at = min(int(tcfg.get("stop_at") or steps), steps)
         bar = tqdm(range(start, stop_at), initial=start, total=steps, disable=not progress, dynamic_ncols=True,
-                   desc=f"train {model_cfg['name']}")
+                   desc=f"train {model_cfg.get('name') or model_cfg['class']}")
         model.train()
         bad, bad_total = 0, 0
         t_last, n_last = time.perf_counter(), start

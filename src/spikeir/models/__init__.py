@@ -51,16 +51,40 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def build_model(cfg: dict) -> nn.Module:
-    """Instantiate a model from its config dict (``name`` plus constructor arguments)."""
-    cfg = dict(cfg)
-    name = cfg.pop("name", None)
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+def _import_class(path: str) -> type[nn.Module]:
+    """``"package.module:Class"`` -> the class (a model of the user's own, named in YAML)."""
+    import importlib
+
+    mod_name, _, cls_name = path.partition(":")
+    if not mod_name or not cls_name:
+        raise ValueError(f"model class must be given as 'package.module:Class', got {path!r}")
     try:
-        return MODELS[name](**cfg)
+        obj = getattr(importlib.import_module(mod_name), cls_name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot import model class {path!r}: {e}") from None
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise ValueError(f"model class {path!r} is not a torch.nn.Module subclass")
+    return obj
+
+
+def build_model(cfg: dict) -> nn.Module:
+    """Instantiate a model from its config dict: ``name`` (one of :data:`MODELS`) or ``class``
+    (``"package.module:Class"``, any ``nn.Module`` importable here) plus constructor arguments."""
+    cfg = dict(cfg)
+    if "class" in cfg:
+        path = cfg.pop("class")
+        cfg.pop("name", None)
+        cls = _import_class(str(path))
+        label = str(path)
+    else:
+        name = cfg.pop("name", None)
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+        cls, label = MODELS[name], name
+    try:
+        return cls(**cfg)
     except TypeError as e:
-        raise ValueError(f"bad arguments for model {name!r}: {e}") from None
+        raise ValueError(f"bad arguments for model {label!r}: {e}") from None
 
 
 def is_spiking(model: nn.Module) -> bool:
