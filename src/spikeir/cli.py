@@ -355,6 +355,57 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt_opt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import torch
+
+    from .analysis import quantization_report
+    from .data import add_test_noise, load_image_set
+    from .evaluate import model_in_channels
+    from .io import load_model, write_json_atomic
+
+    for out in (args.json, args.plot):
+        if out is not None and Path(out).exists() and not args.overwrite:
+            raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
+    model = load_model(args.model, args.device)
+    info = getattr(model, "spikeir_info", {})
+    gray = model_in_channels(model) == 1
+    sigma = args.sigma if args.sigma is not None else (info.get("sigma", 25.0) if info.get("task") == "denoise" else 0)
+    dev = next(model.parameters()).device
+    inputs = []
+    for i, (_, img) in enumerate(load_image_set(args.images, gray=gray)):
+        if args.crop:
+            h, w = img.shape[:2]
+            c = min(args.crop, h, w)
+            img = img[(h - c) // 2 : (h - c) // 2 + c, (w - c) // 2 : (w - c) // 2 + c]
+        x = add_test_noise(img, float(sigma), seed=i) if sigma else img.astype("float64") / 255.0
+        t = torch.from_numpy(x).float()
+        inputs.append((t[None] if t.dim() == 2 else t.permute(2, 0, 1))[None].to(dev))
+    rep = quantization_report(model, inputs, args.T)
+    rep.update({"model_name": str(args.model), "images": args.images, "crop": args.crop, "sigma": sigma})
+    print(f"{'T':>3} {'firing rate':>12} {'quant RMS':>10} {'sat RMS':>9}   first layers: quant RMS / bound")
+    for sw in rep["sweeps"]:
+        per = ", ".join(f"{lay['quant_rms']:.3g}/{_fmt_opt(lay['bound'])}" for lay in sw["layers"][:4])
+        print(f"{sw['T']!s:>3} {sw['firing_rate']:12.4f} {sw['quant_rms']:10.4f} {sw['sat_rms']:9.4f}   {per}"
+              + (" ..." if len(sw["layers"]) > 4 else ""))
+    if args.json:
+        write_json_atomic(args.json, rep, overwrite=args.overwrite)
+    if args.plot:
+        from .data import write_image_atomic
+        from .plots import line_panel
+
+        series = {"quantisation": [(sw["firing_rate"], sw["quant_rms"]) for sw in rep["sweeps"]],
+                  "saturation": [(sw["firing_rate"], sw["sat_rms"]) for sw in rep["sweeps"]]}
+        ts = ", ".join(str(sw["T"]) for sw in rep["sweeps"])
+        img = line_panel(f"RMS code error vs firing rate (x), T = {ts}", series, size=(560, 320))
+        write_image_atomic(args.plot, np.asarray(img), overwrite=args.overwrite)
+        print(f"plot: {args.plot}")
+    return 0
+
+
 def cmd_convert_ann(args: argparse.Namespace) -> int:
     import torch
 
@@ -392,6 +443,12 @@ def cmd_convert_ann(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .release import cmd_convert as run
+
+    return run(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import cmd_export as run
 
     return run(args)
 
@@ -489,6 +546,19 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     pl.set_defaults(func=cmd_plot)
 
+    an = sub.add_parser("analyze", help="analyses of a spiking model: 'quantization' (code error vs sparsity)")
+    an.add_argument("what", choices=["quantization"])
+    an.add_argument("--model", required=True, help="spiking model: bundled name or .safetensors path")
+    an.add_argument("--images", default="builtin:heldout", help="images (folder, file or builtin:NAME)")
+    an.add_argument("--crop", type=int, default=128, help="centre crop of each image (0 = whole image)")
+    an.add_argument("--sigma", type=float, default=None, help="test noise first (default: a denoiser's own sigma)")
+    an.add_argument("--T", type=int, nargs="+", default=None, help="time steps to analyse (SpikingDnCNN)")
+    an.add_argument("--json", help="write the report as JSON")
+    an.add_argument("--plot", help="PNG of code error against firing rate across T")
+    an.add_argument("--device", default="auto")
+    an.add_argument("--overwrite", action="store_true")
+    an.set_defaults(func=cmd_analyze)
+
     ca = sub.add_parser("convert-ann", help="ANN-to-SNN conversion baseline: a trained DnCNN twin as an IF network")
     ca.add_argument("ann", help="the trained ANN (bundled name or .safetensors path), e.g. dncnn-s25")
     ca.add_argument("-o", "--output", required=True, help="output .safetensors file")
@@ -509,6 +579,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="output .safetensors file")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=cmd_convert)
+
+    x = sub.add_parser("export", help="export a model to NIR (neuromorphic hardware) or ONNX (standard runtimes)")
+    x.add_argument("model", help="bundled model name, .safetensors path or preset (untrained weights)")
+    x.add_argument("--format", required=True, choices=["nir", "onnx"])
+    x.add_argument("-o", "--output", required=True, help="output file (.nir or .onnx)")
+    x.add_argument("--size", default="64x64", metavar="HxW", help="nir: image size of the (fixed-size) graph")
+    x.add_argument("--dt", type=float, default=1e-4, help="nir: seconds per time step, recorded in the graph")
+    x.add_argument("--no-readout", action="store_true",
+                   help="nir: end the graph at the tail convolution (the host averages over T and subtracts)")
+    x.add_argument("--spikes", action="store_true", help="onnx: add every neuron's spikes as outputs")
+    x.add_argument("--overwrite", action="store_true")
+    x.set_defaults(func=cmd_export)
 
     from .energy import add_energy_parser
 
