@@ -98,3 +98,53 @@ def test_analyze_cli_writes_json_and_plot(tmp_path, capsys):
     assert read_image(png).ndim == 3 and "quant RMS" in capsys.readouterr().out
     assert main(argv) == 2  # outputs exist: refused
     assert "exists" in capsys.readouterr().err
+
+
+def test_matched_contrast_separates_rain_from_brightness():
+    from spikeir.analysis import matched_contrast
+
+    g = torch.Generator().manual_seed(0)
+    intensity = torch.rand(64, 64, generator=g)
+    mask = torch.rand(64, 64, generator=g) < 0.2
+    intensity[mask] = 0.5 + 0.5 * intensity[mask]  # rain is bright
+    only_bright = 0.6 * intensity  # rate follows brightness only
+    c = matched_contrast(only_bright, mask, intensity, bins=32)
+    assert c["raw"] > 0.1 and abs(c["matched"]) < 0.01 and c["coverage"] == 1.0
+    # direct computation of the raw difference
+    assert c["raw"] == pytest.approx(float(only_bright[mask].mean() - only_bright[~mask].mean()))
+    with_rain = only_bright + 0.2 * mask  # rain adds 0.2 at any brightness
+    c2 = matched_contrast(with_rain, mask, intensity, bins=32)
+    assert c2["matched"] == pytest.approx(0.2, abs=0.01)
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_samples():
+    from spikeir.analysis import bootstrap_ci
+
+    g = torch.Generator().manual_seed(1)
+    small = (torch.randn(8, generator=g) + 1).tolist()
+    big = (torch.randn(400, generator=g) + 1).tolist()
+    lo, hi = bootstrap_ci(small)
+    assert lo < sum(small) / 8 < hi
+    lo2, hi2 = bootstrap_ci(big)
+    assert hi2 - lo2 < hi - lo and lo2 < 1.0 < hi2
+    with pytest.raises(ValueError):
+        bootstrap_ci([1.0])
+
+
+def test_rain_spike_effect_runs_on_esdnet_and_reports_every_layer():
+    from _helpers import smooth_image
+    from spikeir.analysis import rain_spike_effect
+    from spikeir.models import PRESETS, build_model
+    from spikeir.rain import synth_rain
+
+    torch.manual_seed(0)
+    model = build_model({**PRESETS["esdnet-small"], "dim": 4})
+    samples = []
+    for i in range(3):
+        rainy, _, mask = synth_rain(smooth_image(i, 32, 40, rgb=True), "heavy", seed=i)
+        samples.append((f"s{i}", torch.from_numpy(rainy).float().permute(2, 0, 1) / 255, torch.from_numpy(mask)))
+    rep = rain_spike_effect(model, samples, n_boot=200)
+    names = [lay["name"] for lay in rep["layers"]]
+    assert names[0].startswith("encoder_level1") and len(names) >= 10
+    for lay in rep["layers"]:
+        assert lay["samples"] == 3 and lay["raw_ci"][0] <= lay["raw"] <= lay["raw_ci"][1] and lay["verdict"]

@@ -31,7 +31,8 @@ from torch import nn
 
 from .neurons import BaseNeuron
 
-__all__ = ["code_errors", "quantization_report", "record_neuron_io"]
+__all__ = ["code_errors", "quantization_report", "record_neuron_io", "matched_contrast", "bootstrap_ci",
+           "rain_spike_effect"]
 
 
 def _soft_if(neuron: BaseNeuron) -> bool:
@@ -150,3 +151,114 @@ def quantization_report(model: nn.Module, inputs: list[torch.Tensor], T_values: 
             "convention": "a = mean input over T, r = V_th * spikes / T; quant = r - clip(a, 0, V_th), "
                           "sat = clip(a, 0, V_th) - relu(a); RMS over all elements; bound = max(V0, V_th - V0) / T "
                           "for soft-reset IF, holding where the final membrane is in [0, V_th)"}
+
+
+# ----------------------------------------------------------------------------- rain vs background
+
+
+def _pool_to(m: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
+    """Average an ``[H, W]`` map over ``s x s`` cells (zero-padded, image share only) to ``[h, w]``."""
+    if s == 1:
+        return m[:h, :w]
+    F = torch.nn.functional
+    H, W = m.shape
+    pad = (0, w * s - W, 0, h * s - H)
+    num = F.avg_pool2d(F.pad(m[None, None], pad), s)[0, 0]
+    den = F.avg_pool2d(F.pad(torch.ones_like(m)[None, None], pad), s)[0, 0]
+    return num / den
+
+
+def matched_contrast(rate: torch.Tensor, mask: torch.Tensor, intensity: torch.Tensor, bins: int = 16) -> dict:
+    """Firing rate inside a mask (rain) minus outside it, raw and at matched input intensity.
+
+    ``rate``, ``intensity`` float ``[h, w]``, ``mask`` bool ``[h, w]``. Intensities are cut into
+    ``bins`` equal-width bins over ``[0, 1]``; in each bin that holds both rain and background
+    pixels, the rain mean minus the background mean, averaged with weights equal to the bin's rain
+    pixel count. Rain streaks are bright, so the raw difference mixes rain with brightness; the
+    matched one compares rain pixels with background pixels of the same brightness. ``coverage``:
+    the share of rain pixels in bins that had background to compare with."""
+    rate, intensity = rate.double().flatten(), intensity.double().flatten()
+    mask = mask.flatten()
+    if not mask.any() or mask.all():
+        raise ValueError("the mask must mark some pixels as rain and some as background")
+    raw = float(rate[mask].mean() - rate[~mask].mean())
+    b = torch.clamp((intensity * bins).long(), 0, bins - 1)
+    num, den = 0.0, 0
+    for k in range(bins):
+        r_in, r_out = rate[mask & (b == k)], rate[~mask & (b == k)]
+        if r_in.numel() and r_out.numel():
+            num += r_in.numel() * float(r_in.mean() - r_out.mean())
+            den += r_in.numel()
+    return {"raw": raw, "matched": num / den if den else None, "coverage": den / int(mask.sum()),
+            "rate_rain": float(rate[mask].mean()), "rate_background": float(rate[~mask].mean())}
+
+
+def bootstrap_ci(values: list[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement)."""
+    v = torch.tensor(values, dtype=torch.float64)
+    if v.numel() < 2:
+        raise ValueError("a bootstrap interval needs at least two values")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, v.numel(), (n_boot, v.numel()), generator=g)
+    means = v[idx].mean(1)
+    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return float(lo), float(hi)
+
+
+@torch.no_grad()
+def rain_spike_effect(model: nn.Module, samples: list[tuple[str, torch.Tensor, torch.Tensor]], bins: int = 16,
+                      n_boot: int = 2000, seed: int = 0) -> dict:
+    """ESDNet's claim with a brightness control. ``samples``: ``(name, rainy [3, H, W] in [0, 1],
+    rain mask bool [H, W])``. Per layer: the mean over samples of the raw and intensity-matched
+    rain-minus-background firing rate (:func:`matched_contrast`, intensity = BT.601 luma of the
+    rainy input), with percentile bootstrap intervals over samples, and a verdict."""
+    from .visualize import _valid_map, record_spike_maps
+
+    dev = next(model.parameters()).device
+    per_layer: dict[str, list[dict]] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for _, rainy, mask in samples:
+            H, W = mask.shape
+            luma = (0.299 * rainy[0] + 0.587 * rainy[1] + 0.114 * rainy[2]).double()
+            with record_spike_maps(model) as maps:
+                model(rainy[None].to(dev))
+            for name, m in maps.items():
+                r, s = _valid_map(m[0], H, W)
+                h, w = r.shape
+                mk = _pool_to(mask.double(), s, h, w) >= 0.5
+                if mk.any() and not mk.all():
+                    per_layer.setdefault(name, []).append(matched_contrast(r, mk, _pool_to(luma, s, h, w), bins))
+    finally:
+        model.train(was_training)
+    layers = []
+    for name, rows in per_layer.items():
+        raw = [r["raw"] for r in rows]
+        matched = [r["matched"] for r in rows if r["matched"] is not None]
+        row = {"name": name, "samples": len(rows), "raw": sum(raw) / len(raw),
+               "raw_ci": bootstrap_ci(raw, n_boot, seed=seed) if len(raw) > 1 else None,
+               "matched": sum(matched) / len(matched) if matched else None,
+               "matched_ci": bootstrap_ci(matched, n_boot, seed=seed) if len(matched) > 1 else None,
+               "coverage": sum(r["coverage"] for r in rows) / len(rows),
+               "rate_rain": sum(r["rate_rain"] for r in rows) / len(rows),
+               "rate_background": sum(r["rate_background"] for r in rows) / len(rows)}
+        row["verdict"] = _verdict(row)
+        layers.append(row)
+    return {"layers": layers, "bins": bins, "n_boot": n_boot,
+            "convention": "rate = share of channel-steps that spiked at a pixel; raw = mean rate in rain - "
+                          "background; matched = the same within input-luma bins, weighted by rain pixels; "
+                          "95% percentile bootstrap over samples"}
+
+
+def _verdict(row: dict) -> str:
+    ci, mci = row["raw_ci"], row["matched_ci"]
+    if ci is None or mci is None:
+        return "too few samples"
+    if ci[0] <= 0:
+        return "rain pixels do not fire more than background"
+    if mci[0] > 0:
+        return "rain fires more, also at matched brightness"
+    if mci[1] < 0:
+        return "rain fires more only because it is bright (less than background of equal brightness)"
+    return "rain fires more, but brightness alone can explain it"
