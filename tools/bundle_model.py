@@ -23,9 +23,10 @@ import torch
 import yaml
 
 from spikeir.data import builtin_images, builtin_licence
-from spikeir.evaluate import evaluate_denoise
+from spikeir.evaluate import evaluate_denoise, evaluate_derain
 from spikeir.io import PRETRAINED_DIR, load_model, write_json_atomic
 from spikeir.models import is_spiking
+from spikeir.rain import synthetic_rain_set
 from spikeir.train import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,9 +92,19 @@ def main() -> int:
         run = {"train_data": task.sources, "hardware": None, "git_revision": None, "versions": None,
                "note": "run record rebuilt at bundling time from config.yaml (the run predates run.json)"}
     log = [json.loads(x) for x in (args.run / "log.jsonl").read_text().splitlines() if x.strip()]
-    gray = bool(info.get("gray", True))
-    heldout = builtin_images("heldout", gray=gray)
-    res = evaluate_denoise(model, heldout, float(info.get("sigma", 25)), "cpu")
+    if info.get("task") == "derain":
+        heldout = builtin_images("heldout", gray=False)
+        res = evaluate_derain(model, synthetic_rain_set("builtin:heldout", "mixed", seed=0), "cpu")
+        protocol = ("builtin:heldout in colour with synthetic rain (preset mixed: light and heavy alternate, "
+                    "seed 0 per image name; spikeir.rain.synthetic_rain_set), output clamped and rounded to uint8, "
+                    "PSNR/SSIM on the BT.601 Y channel (spikeir.evaluate.evaluate_derain)")
+    else:
+        gray = bool(info.get("gray", True))
+        heldout = builtin_images("heldout", gray=gray)
+        res = evaluate_denoise(model, heldout, float(info.get("sigma", 25)), "cpu")
+        protocol = (f"builtin:heldout, {'gray' if gray else 'colour'}, Gaussian noise sigma "
+                    f"{info.get('sigma')}, generator seeded with 0 per image, unclipped float noise, output "
+                    "clamped and rounded to uint8, PSNR/SSIM on 0..255 (spikeir.evaluate.evaluate_denoise)")
     train_names = [d["name"] for d in run.get("train_data", [])]
     card = {
         "name": args.name,
@@ -115,13 +126,12 @@ def main() -> int:
         "data": {
             "train": [{"name": n, "licence": builtin_licence(n)} for n in train_names],
             "train_sha256": {d["name"]: d["sha256"] for d in run.get("train_data", [])},
-            "validation": "builtin:val (coffee, centre crop 256)",
+            "validation": "builtin:val (coffee, centre crop 256"
+                          + (", synthetic rain)" if info.get("task") == "derain" else ")"),
             "heldout": [{"name": n, "licence": builtin_licence(n)} for n, _ in heldout],
         },
         "evaluation": {
-            "protocol": f"builtin:heldout, {'gray' if gray else 'colour'}, Gaussian noise sigma "
-                        f"{info.get('sigma')}, generator seeded with 0 per image, unclipped float noise, output "
-                        "clamped and rounded to uint8, PSNR/SSIM on 0..255 (spikeir.evaluate.evaluate_denoise)",
+            "protocol": protocol,
             "mean": res["mean"],
             "images": res["images"],
             "validation_at_end": info.get("val"),

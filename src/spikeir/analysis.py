@@ -255,10 +255,12 @@ def _verdict(row: dict) -> str:
     ci, mci = row["raw_ci"], row["matched_ci"]
     if ci is None or mci is None:
         return "too few samples"
+    if ci[1] < 0:
+        return "rain fires less than background"
     if ci[0] <= 0:
-        return "rain pixels do not fire more than background"
+        return "no clear difference (interval includes 0)"
     if mci[0] > 0:
         return "rain fires more, also at matched brightness"
     if mci[1] < 0:
-        return "rain fires more only because it is bright (less than background of equal brightness)"
+        return "rain fires more only because it is bright"
     return "rain fires more, but brightness alone can explain it"

@@ -188,7 +188,7 @@ class _FlatNeuron(nn.Module):
         self.scale_output, self.half_init = cfg.scale_output, cfg.half_init
         self.register_buffer("th", neuron.threshold(4).detach().to(torch.float32).clone())
         # the neuron casts k to the input dtype before reading it as a Python float
-        self.k = float(neuron.decay().to(torch.float32))
+        self.k = float(neuron.decay().detach().to(torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs = x.unflatten(0, (self.T, -1))
@@ -501,7 +501,7 @@ def _neuron_params(neuron: BaseNeuron) -> dict:
     vr = 0.0 if soft else float(neuron.v_reset)
     v0 = 0.5 * th_c if half else np.float32(vr if not soft else 0.0)
     lif = isinstance(neuron, (LIF, ParametricLIF))
-    k = float(neuron.decay().to(torch.float32)) if lif else 0.0
+    k = float(neuron.decay().detach().to(torch.float32)) if lif else 0.0
     gain = k if (lif and neuron.decay_input) else 1.0
     return {"th": th_c, "v0": v0, "vr": vr, "soft": soft, "half": half, "lif": lif, "k": k, "gain": gain}
 
@@ -604,6 +604,8 @@ def export_nir(model: nn.Module, path: str | os.PathLike, height: int, width: in
     """Write :func:`to_nir`'s graph to ``path`` (HDF5, ``.nir``) atomically; an existing file is
     replaced only with ``overwrite``."""
     nir = _require("nir")
+    if Path(path).suffix != ".nir":
+        raise ValueError(f"NIR output must end in .nir, got {path}")
     graph = to_nir(model, height, width, dt, readout)
     with _atomic_output(path, overwrite) as tmp:
         nir.write(str(tmp), graph)
@@ -642,20 +644,28 @@ def _close(a: np.ndarray, b: np.ndarray | float, what: str, name: str) -> None:
 
 def _parse_neuron(nir, node, name: str, dt: float) -> dict:
     """A NIR neuron node of the layouts :func:`to_nir` writes -> spikeir neuron kind and settings."""
-    if isinstance(node, nir.IF):
-        _close(node.r, 1.0, "IF with r != 1 has no spikeir equivalent", name)
-        return {"kind": "if", "soft": False, "v_init": None, "th": _uniform(node.v_threshold, "v_threshold"),
-                "v_reset": _uniform(node.v_reset, "v_reset", per_channel=False)}
-    if isinstance(node, nir.LIF):
+    if isinstance(node, (nir.IF, nir.LIF)):
+        th, vr = _uniform(node.v_threshold, "v_threshold"), _uniform(node.v_reset, "v_reset")
+        # the NIR membrane starts at 0. spikeir's hard reset starts at V_reset, or at V_th / 2 with
+        # v_init="half": the first needs v_reset = 0; otherwise measure potentials from -threshold
+        if np.all(vr == 0):
+            out = {"soft": False, "v_init": None, "th": th, "v_reset": 0.0}
+        else:
+            shifted = np.asarray(vr + th)
+            if shifted.ndim and not np.allclose(shifted, shifted.flat[0], rtol=1e-6, atol=1e-9):
+                raise ExportError(f"cannot import NIR: {name}: v_reset and the initial membrane 0 need per-channel "
+                                  f"reset potentials, which spikeir does not have")
+            out = {"soft": False, "v_init": "half", "th": 2.0 * th, "v_reset": float(shifted.flat[0])}
+        if isinstance(node, nir.IF):
+            _close(node.r, 1.0, "IF with r != 1 has no spikeir equivalent", name)
+            return {"kind": "if", **out}
         tau = _uniform(node.tau, "tau", per_channel=False) / dt
         r = _uniform(node.r, "r", per_channel=False)
-        vr = _uniform(node.v_reset, "v_reset", per_channel=False)
-        _close(_uniform(node.v_leak, "v_leak", per_channel=False), vr, "LIF with v_leak != v_reset", name)
+        _close(node.v_leak, node.v_reset, "LIF with v_leak != v_reset has no spikeir equivalent", name)
         decay_input = not np.isclose(r, tau)
         if decay_input:
             _close(r, 1.0, "LIF input gain r must be tau/dt or 1", name)
-        return {"kind": "lif", "soft": False, "v_init": None, "tau": float(tau), "decay_input": bool(decay_input),
-                "th": _uniform(node.v_threshold, "v_threshold"), "v_reset": vr}
+        return {"kind": "lif", "tau": float(tau), "decay_input": bool(decay_input), **out}
     if isinstance(node, nir.NIRGraph):
         kinds = {type(n).__name__: n for n in node.nodes.values()}
         mem = kinds.get("I") or kinds.get("LI")
