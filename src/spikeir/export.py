@@ -23,9 +23,11 @@ NIR (:func:`to_nir`, :func:`export_nir`, :func:`load_nir`)
 For :class:`~spikeir.models.SpikingDnCNN` with IF / LIF / ParametricLIF neurons. NIR graphs have
 fixed sizes, so the export takes the image height and width. The graph::
 
-    input (C,H,W) -> head (Conv2d) -> head_neuron -> body_0 (Conv2d, BN folded) -> body_1 -> ...
-                  -> tail (Conv2d) -> readout (I, r = 1/T) -> output
-    input ------------------------------------------------------> readout
+    input (C,H,W) -> 01_head (Conv2d) -> 02_head_neuron -> 03_body_0 (Conv2d, BN folded) -> 04_body_1
+                  -> ... -> NN_tail (Conv2d) -> readout (I, r = 1/T) -> output
+    input ----------------------------------------------------------> readout
+
+(node names: the spikeir layer names, numbered in layer order).
 
 Conventions (also written into the graph metadata, with ``T`` and ``dt``):
 
@@ -551,7 +553,15 @@ def to_nir(model: nn.Module, height: int, width: int, dt: float = DEFAULT_DT, re
     nodes: dict = {"input": nir.Input(input_type={"input": np.array([C, height, width])})}
     edges: list[tuple[str, str]] = []
     prev, scale_in = "input", None
-    for cname, conv, bn, nname, neuron in _chain(model):
+    chain = _chain(model)
+    # numbered names: a file lists nodes alphabetically, and nirtorch 2.6 mis-wires a neuron subgraph
+    # that it meets before its input
+    digits = max(2, len(str(2 * len(chain))))
+    names = iter(f"{i:0{digits}d}" for i in range(1, 2 * len(chain) + 1))
+    chain = [(f"{next(names)}_{c}", conv, bn, None if n is None else f"{next(names)}_{n}", neuron)
+             for c, conv, bn, n, neuron in chain]
+    tail = chain[-1][0]
+    for cname, conv, bn, nname, neuron in chain:
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ExportError(f"cannot export to NIR: {cname} uses padding {conv.padding!r} / {conv.padding_mode}")
         w, b = _fold(conv, bn)
@@ -562,7 +572,8 @@ def to_nir(model: nn.Module, height: int, width: int, dt: float = DEFAULT_DT, re
         nodes[cname] = nir.Conv2d(input_shape=(height, width), weight=w.float().numpy(),
                                   stride=tuple(conv.stride), padding=tuple(conv.padding),
                                   dilation=tuple(conv.dilation), groups=conv.groups, bias=b.float().numpy(),
-                                  metadata={"spikeir": cname.replace("_", ".", 1) + (" + BatchNorm" if bn else "")})
+                                  metadata={"spikeir": cname.split("_", 1)[1].replace("_", ".") +
+                                            (" + BatchNorm" if bn else "")})
         edges.append((prev, cname))
         prev = cname
         if neuron is None:
@@ -577,9 +588,9 @@ def to_nir(model: nn.Module, height: int, width: int, dt: float = DEFAULT_DT, re
     if readout:
         nodes["readout"] = nir.I(r=_full(1.0 / T, tuple(out_shape)),
                                  metadata={"spikeir": "residual read-out: mean over T of (input - tail)"})
-        edges += [("tail", "readout"), ("input", "readout"), ("readout", "output")]
+        edges += [(tail, "readout"), ("input", "readout"), ("readout", "output")]
     else:
-        edges.append(("tail", "output"))
+        edges.append((tail, "output"))
     nodes["output"] = nir.Output(output_type={"output": out_shape})
     meta = {
         "producer": f"spikeir {__version__}",
