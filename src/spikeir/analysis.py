@@ -141,8 +141,9 @@ def quantization_report(model: nn.Module, inputs: list[torch.Tensor], T_values: 
             allq = torch.cat([c["quant"] for c in acc.values()])
             alls = torch.cat([c["sat"] for c in acc.values()])
             rate = float(torch.cat([c["rate"] for c in acc.values()]).mean())
-            sweeps.append({"T": T, "firing_rate": rate, "quant_rms": _rms(allq), "sat_rms": _rms(alls),
-                           "layers": layers})
+            steps = model.T if isinstance(getattr(model, "T", None), int) else None
+            sweeps.append({"T": T, "firing_rate": rate, "spikes_per_neuron": rate * steps if steps else None,
+                           "quant_rms": _rms(allq), "sat_rms": _rms(alls), "layers": layers})
     finally:
         if own_T is not None:
             model.T = own_T

@@ -385,11 +385,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         t = torch.from_numpy(x).float()
         inputs.append((t[None] if t.dim() == 2 else t.permute(2, 0, 1))[None].to(dev))
     rep = quantization_report(model, inputs, args.T)
-    rep.update({"model_name": str(args.model), "images": args.images, "crop": args.crop, "sigma": sigma})
-    print(f"{'T':>3} {'firing rate':>12} {'quant RMS':>10} {'sat RMS':>9}   first layers: quant RMS / bound")
+    rep.update({"model_name": str(args.model), "images": args.images, "crop": args.crop, "sigma": sigma,
+                "command": " ".join(["spikeir", *sys.argv[1:]])})
+    print(f"{'T':>3} {'firing rate':>12} {'spikes/neuron':>14} {'quant RMS':>10} {'sat RMS':>9}   "
+          "first layers: quant RMS / bound")
     for sw in rep["sweeps"]:
         per = ", ".join(f"{lay['quant_rms']:.3g}/{_fmt_opt(lay['bound'])}" for lay in sw["layers"][:4])
-        print(f"{sw['T']!s:>3} {sw['firing_rate']:12.4f} {sw['quant_rms']:10.4f} {sw['sat_rms']:9.4f}   {per}"
+        print(f"{sw['T']!s:>3} {sw['firing_rate']:12.4f} {_fmt_opt(sw['spikes_per_neuron']):>14} "
+              f"{sw['quant_rms']:10.4f} {sw['sat_rms']:9.4f}   {per}"
               + (" ..." if len(sw["layers"]) > 4 else ""))
     if args.json:
         write_json_atomic(args.json, rep, overwrite=args.overwrite)
@@ -397,10 +400,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from .data import write_image_atomic
         from .plots import line_panel
 
-        series = {"quantisation": [(sw["firing_rate"], sw["quant_rms"]) for sw in rep["sweeps"]],
-                  "saturation": [(sw["firing_rate"], sw["sat_rms"]) for sw in rep["sweeps"]]}
+        # the energy side of the trade-off is the spike count per inference (rate x T), not the rate alone
+        x = [sw["firing_rate"] if sw["spikes_per_neuron"] is None else sw["spikes_per_neuron"] for sw in rep["sweeps"]]
+        series = {"quantisation": [(xi, sw["quant_rms"]) for xi, sw in zip(x, rep["sweeps"])],
+                  "saturation": [(xi, sw["sat_rms"]) for xi, sw in zip(x, rep["sweeps"])]}
         ts = ", ".join(str(sw["T"]) for sw in rep["sweeps"])
-        img = line_panel(f"RMS code error vs firing rate (x), T = {ts}", series, size=(560, 320))
+        img = line_panel(f"RMS code error (y) vs spikes per neuron per image (x = rate x T), T = {ts}", series,
+                         size=(560, 320))
         write_image_atomic(args.plot, np.asarray(img), overwrite=args.overwrite)
         print(f"plot: {args.plot}")
     return 0
