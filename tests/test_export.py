@@ -438,3 +438,22 @@ def test_cli_export(nir, ort, tmp_path, capsys):
     assert (tmp_path / "d.onnx").is_file()
     assert main(["export", "spiden-s25", "--format", "nir", "-o", str(tmp_path / "x.nir"), "--size", "8"]) == 2
     assert "--size takes HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+def test_cli_denoise_with_onnx_runtime_matches_torch(ort, tmp_path, capsys):
+    from _helpers import write_images
+    from spikeir.data import read_image
+
+    src = tmp_path / "in"
+    write_images(src, 1, h=36, w=44)
+    outs = {}
+    for runtime in ("torch", "onnx"):
+        out = tmp_path / runtime
+        assert main(["denoise", str(src), "-o", str(out), "--model", "spiden-s25", "--sigma", "25",
+                     "--device", "cpu", "--runtime", runtime]) == 0
+        outs[runtime] = read_image(out / "img00.png").astype(int)
+    printed = capsys.readouterr().out
+    assert "firing rate" in printed.splitlines()[0] and "firing rate" not in printed.splitlines()[1]
+    assert np.abs(outs["onnx"] - outs["torch"]).max() <= 1  # uint8 output: at most a rounding step
+    assert main(["denoise", str(src), "-o", str(tmp_path / "x"), "--runtime", "onnx", "--device", "cuda"]) == 2
+    assert "--runtime onnx runs on the CPU" in capsys.readouterr().err

@@ -68,10 +68,17 @@ def _restore_files(args: argparse.Namespace, task: str) -> int:
     clash = [t for t in targets if t.exists()]
     if clash and not args.overwrite:
         raise FileExistsError(f"{clash[0]} exists (use --overwrite to replace; {len(clash)} file(s) would be)")
-    model = load_model(args.model, args.device)
+    onnx = args.runtime == "onnx"
+    if onnx and args.device not in ("auto", "cpu"):
+        raise ValueError("--runtime onnx runs on the CPU (ONNX Runtime's CPU provider); use --device cpu")
+    model = load_model(args.model, "cpu" if onnx else args.device)
     model_task = model.spikeir_info.get("task")
     if model_task and model_task != task:
         raise ValueError(f"model {args.model!r} was trained for {model_task}, not {task}")
+    if onnx:
+        from .export import OnnxModel
+
+        model = OnnxModel(model)
     gray = model_in_channels(model) == 1
     sigma = getattr(args, "sigma", 0.0)
     done = 0
@@ -492,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--tile", type=int, default=0, help="process in tiles of this size (0 = whole image)")
         d.add_argument("--overlap", type=int, default=8, help="tile overlap in pixels")
         d.add_argument("--device", default="auto")
+        d.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                       help="onnx: run the model exported to ONNX in ONNX Runtime on the CPU (faster there, see "
+                       "benchmarks/bench_export.py; needs spikeir[export]; no firing rate is reported)")
         d.add_argument("--overwrite", action="store_true", help="replace existing output files")
         d.set_defaults(func=cmd_denoise if name == "denoise" else cmd_derain)
 

@@ -89,8 +89,8 @@ from .models.esdnet import FRB, MDA, SRB, Up, _PoolGate, _Seq
 from .models.spiking_dncnn import QuantReLU
 from .neurons import IF, LIF, BaseNeuron, ParametricLIF
 
-__all__ = ["ExportError", "DEFAULT_DT", "export_module", "export_onnx", "OnnxRunner", "nir_refusal", "to_nir",
-           "export_nir", "load_nir", "cmd_export"]
+__all__ = ["ExportError", "DEFAULT_DT", "export_module", "export_onnx", "OnnxRunner", "OnnxModel", "nir_refusal",
+           "to_nir", "export_nir", "load_nir", "cmd_export"]
 
 DEFAULT_DT = 1e-4
 EXPORT_EXTRA = "install spikeir[export] (pip install 'spikeir[export]')"
@@ -448,6 +448,29 @@ class OnnxRunner:
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
         return torch.from_numpy(self.run(arr)[0])
+
+
+class OnnxModel(nn.Module):
+    """A spikeir model exported to ONNX and run by ONNX Runtime (CPU), usable where spikeir expects
+    a model (``restore``, tiled inference): ``forward`` takes and returns ``[B, C, H, W]`` tensors.
+    It holds no neurons, so no firing rates are recorded. ``benchmarks/bench_export.py`` measured
+    it faster than PyTorch on the CPU for the bundled models."""
+
+    def __init__(self, model: nn.Module, threads: int | None = None) -> None:
+        super().__init__()
+        import tempfile
+
+        _require("onnxruntime")
+        self.spikeir_info = dict(getattr(model, "spikeir_info", None) or {"model": _config(model)})
+        self.spikeir_info["runtime"] = "onnxruntime"
+        # restore() reads the device from the first parameter: ONNX Runtime runs on the CPU
+        self.anchor = nn.Parameter(torch.empty(0), requires_grad=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(model, Path(tmp) / "model.onnx")
+            self.runner = OnnxRunner(path, threads=threads)  # the session keeps the graph in memory
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.runner(x.float()).to(device=x.device, dtype=x.dtype)
 
 
 # ------------------------------------------------------------------------------ NIR
