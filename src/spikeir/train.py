@@ -43,6 +43,7 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed as ddp
 from .data import DenoisePatchSampler, load_image_set
 from .evaluate import evaluate_denoise, evaluate_derain
 from .io import atomic_torch_save, resolve_device, save_model, write_json_atomic
@@ -453,9 +454,23 @@ def train(
     continue it with ``resume=True``). Returns the final validation result (``evaluate_denoise``
     output) plus ``"steps"``."""
     run = Path(out_dir)
-    dev = resolve_device(device)
     _validate_config(cfg)
+    dist_info, dev = ddp.setup(resolve_device(device))
+    try:
+        return _train(cfg, run, dev, dist_info, resume, progress)
+    finally:
+        ddp.teardown(dist_info)
+
+
+def _train(cfg: dict, run: Path, dev: torch.device, dist_info: ddp.DistInfo, resume: bool, progress: bool) -> dict:
+    main = dist_info.main
     tcfg, dcfg = cfg["train"], cfg["data"]
+    if dist_info.active and int(dcfg["batch_size"]) % dist_info.world:
+        raise ValueError(f"data.batch_size {dcfg['batch_size']} (the global batch) must divide evenly over "
+                         f"{dist_info.world} processes")
+    if tcfg.get("sync_bn") and dev.type != "cuda":
+        raise ValueError("train.sync_bn needs CUDA devices (NCCL); on the CPU each process keeps its own "
+                         "BatchNorm statistics")
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg["threads"]))
     existing = _checkpoints(run)
@@ -525,23 +540,33 @@ def train(
                 part.load_state_dict(ck[name])
         start = int(ck["step"])
         torch.set_rng_state(ck["rng"]["torch"])
-        _rewrite_log(run / "log.jsonl", start)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    rec_name = "run.json" if start == 0 else f"run.resume-{start:07d}.json"  # each leg keeps its record
-    write_json_atomic(run / rec_name, run_record(cfg, task, dev), overwrite=True)
-    log_f = (run / "log.jsonl").open("a")
+        if main:
+            _rewrite_log(run / "log.jsonl", start)
+    net = ddp.wrap(model, dist_info, dev, bool(tcfg.get("sync_bn")))  # what the steps run; `model` is saved
+    log_f = None
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        rec_name = "run.json" if start == 0 else f"run.resume-{start:07d}.json"  # each leg keeps its record
+        record = run_record(cfg, task, dev)
+        record["processes"] = dist_info.world
+        write_json_atomic(run / rec_name, record, overwrite=True)
+        log_f = (run / "log.jsonl").open("a")
     tb = None
     try:
-        tb = TensorBoardLog(run) if tcfg.get("tensorboard") else None
+        tb = TensorBoardLog(run) if tcfg.get("tensorboard") and main else None
 
         def log(rec: dict) -> None:
+            if log_f is None:  # not rank 0
+                return
             log_f.write(json.dumps(rec) + "\n")
             log_f.flush()
             if tb is not None:
                 tb.add(rec)
 
         def checkpoint(step: int) -> None:
+            if not main:
+                return
             state = {"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
                      "rng": {"torch": torch.get_rng_state()}, "config": cfg}
             if distiller is not None:
@@ -557,6 +582,8 @@ def train(
             return {**task.meta(), "steps": step, "train_config": cfg, "val": val, **extra}
 
         def validate(step: int) -> dict | None:
+            if not main:
+                return None
             res = task.validate(model, dev)
             if res is None:
                 return None
@@ -583,14 +610,16 @@ def train(
 
         if start == 0:
             log({"event": "start", "params": sum(p.numel() for p in model.parameters()), "device": str(dev),
-                 "model": model_cfg, "spiking": spiking})
+                 "model": model_cfg, "spiking": spiking, "processes": dist_info.world,
+                 "global_batch": int(dcfg["batch_size"]) * accum,
+                 "per_process_batch": int(dcfg["batch_size"]) // dist_info.world})
             if tcfg.get("init_from"):
                 log({"event": "init_from", **log_init})
         else:
             log({"event": "resume", "step": start})
         stop_at = min(int(tcfg.get("stop_at") or steps), steps)
-        bar = tqdm(range(start, stop_at), initial=start, total=steps, disable=not progress, dynamic_ncols=True,
-                   desc=f"train {model_cfg.get('name') or model_cfg['class']}")
+        bar = tqdm(range(start, stop_at), initial=start, total=steps, disable=not (progress and main),
+                   dynamic_ncols=True, desc=f"train {model_cfg.get('name') or model_cfg['class']}")
         model.train()
         bad, bad_total = 0, 0
         t_last, n_last = time.perf_counter(), start
@@ -604,7 +633,7 @@ def train(
             loss_sum = 0.0
             for micro in range(accum):  # gradient accumulation: accum micro-batches per optimiser step
                 index = step if accum == 1 else step * accum + micro  # still a pure function of (seed, step)
-                noisy, clean = (t.to(dev, non_blocking=True) for t in task.sampler.batch(index))
+                noisy, clean = (ddp.shard(t, dist_info).to(dev, non_blocking=True) for t in task.sampler.batch(index))
                 terms = None
                 last = micro == accum - 1
                 with record_firing_rates(model) if want_log and last else nullcontext() as fr_m:
@@ -612,7 +641,7 @@ def train(
                         rate_reg.active = True
                     try:
                         with distiller.capture() if distiller else nullcontext(), autocast(dev, adt):
-                            out = model(noisy)
+                            out = net(noisy)
                     finally:
                         if rate_reg is not None:
                             rate_reg.active = False
@@ -626,12 +655,15 @@ def train(
                         loss = loss + reg
                 if last:
                     fr = fr_m
-                if not torch.isfinite(loss):
+                finite = ddp.all_min(bool(torch.isfinite(loss)), dist_info, dev)  # every process skips together
+                if not finite:
                     break
                 loss_sum += loss.item()
                 scaled = loss / accum
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            if not torch.isfinite(loss):
+                # DDP averages gradients once, on the last micro-batch
+                with net.no_sync() if dist_info.active and not last else nullcontext():
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            if not finite:
                 bad += 1
                 bad_total += 1
                 opt.zero_grad(set_to_none=True)
@@ -643,6 +675,8 @@ def train(
                     checkpoint(step + 1)
                 continue
             bad = 0
+            if distiller is not None:
+                ddp.average_grads(distiller.parameters(), dist_info)
             if scaler is not None:
                 scaler.unscale_(opt)  # clip the true gradients
             if tcfg.get("grad_clip"):
@@ -660,7 +694,7 @@ def train(
                 now = time.perf_counter()
                 its = (step + 1 - n_last) / max(now - t_last, 1e-9)
                 t_last, n_last = now, step + 1
-                rec = {"step": step + 1, "loss": loss_sum / accum, "lr": lr,
+                rec = {"step": step + 1, "loss": ddp.all_mean(loss_sum / accum, dist_info, dev), "lr": lr,
                        "psnr": 10 * math.log10(1 / max(mse, 1e-12)), "it_s": its}
                 if terms is not None:
                     rec["terms"] = {k: float(v) for k, v in terms.items()}
@@ -681,7 +715,11 @@ def train(
         bar.close()
         if stop_at < steps:
             log({"event": "paused", "step": stop_at})
+            ddp.barrier(dist_info)
             return {"steps": stop_at, "paused": True}
+        if not main:
+            ddp.barrier(dist_info)  # wait for rank 0 to validate and save
+            return {"steps": steps}
         val_res = validate(steps) or {}
         if ema is not None:
             save_model(run / "model_ema.safetensors", ema.shadow, model_cfg,
@@ -692,8 +730,10 @@ def train(
             end["best"] = {"metric": best.metric, "value": best.value, "step": best.step}
         log(end)
         plot_run(run)
+        ddp.barrier(dist_info)
         return {**val_res, "steps": steps}
     finally:
-        log_f.close()  # also when training stops with an error
+        if log_f is not None:
+            log_f.close()  # also when training stops with an error
         if tb is not None:
             tb.close()
