@@ -19,7 +19,7 @@ from torch import nn
 
 from spikeir.cli import main
 from spikeir.io import load_model
-from spikeir.models import PRESETS, build_model
+from spikeir.models import PRESETS, SpikingDnCNN, build_model
 from spikeir.neurons import BaseNeuron
 
 SNN_CONFIGS = {
@@ -51,6 +51,14 @@ def small_snn(key: str, seed: int = 0) -> nn.Module:
                 m.v_threshold.mul_(torch.empty_like(m.v_threshold).uniform_(0.7, 1.3))
     model.spikeir_info = {"model": cfg}
     return model.eval()
+
+
+class RateCoded(SpikingDnCNN):
+    """A user's variant that encodes the input differently: the exporters must not assume the parent's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.tail(self.body(self.head_neuron(self.head(x).expand(self.T, *x.shape[:1], -1, -1, -1)
+                                                        * 0.5)).mean(0))
 
 
 def record_spikes(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -172,6 +180,9 @@ def test_onnx_refuses_unsupported_models_and_overwrites(ort, tmp_path):
     with pytest.raises(ExportError, match="NAFNet is not supported") as e:
         export_onnx(build_model(PRESETS["nafnet-s"]), tmp_path / "n.onnx")
     assert "\n" not in str(e.value)
+    # a subclass with its own forward is not read as the parent's computation
+    with pytest.raises(ExportError, match="RateCoded overrides SpikingDnCNN.forward"):
+        export_onnx(RateCoded(depth=3, width=4, T=2), tmp_path / "r.onnx")
     model = small_snn("lif-hard")
     export_onnx(model, tmp_path / "m.onnx")
     with pytest.raises(FileExistsError, match="--overwrite"):
@@ -412,6 +423,8 @@ def test_nir_refuses_what_it_cannot_express(nir, tmp_path):
             to_nir(model, 8, 8)
         assert expected in str(e.value) and "\n" not in str(e.value)
     assert nir_refusal(small_snn("lif-hard")) is None
+    with pytest.raises(ExportError, match="RateCoded overrides SpikingDnCNN.forward"):
+        to_nir(RateCoded(depth=3, width=4, T=2), 8, 8)
 
 
 def test_missing_export_package_is_one_clear_line(monkeypatch, tmp_path):
@@ -438,6 +451,18 @@ def test_cli_export(nir, ort, tmp_path, capsys):
     assert (tmp_path / "d.onnx").is_file()
     assert main(["export", "spiden-s25", "--format", "nir", "-o", str(tmp_path / "x.nir"), "--size", "8"]) == 2
     assert "--size takes HEIGHTxWIDTH" in capsys.readouterr().err
+    bare = tmp_path / "bare.nir"
+    assert main(["export", "spiden-s25", "--format", "nir", "-o", str(bare), "--size", "8x8", "--no-readout",
+                 "--dt", "0.001"]) == 0
+    import nir as nir_pkg
+
+    graph = nir_pkg.read(str(bare))
+    assert "readout" not in graph.nodes and float(graph.metadata["dt"]) == 0.001
+    from spikeir.export import load_nir
+
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():  # the host read-out is rebuilt too
+        np.testing.assert_allclose(load_nir(bare)(x).numpy(), load_model("spiden-s25", "cpu")(x).numpy(), atol=1e-4)
 
 
 def test_cli_denoise_with_onnx_runtime_matches_torch(ort, tmp_path, capsys):

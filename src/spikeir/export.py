@@ -7,8 +7,10 @@ Nothing is silently approximated: a layer a format cannot express is refused wit
 ONNX (:func:`export_onnx`)
 --------------------------
 An inference graph: BatchNorm folded into the convolution before it, the ``T`` time steps unrolled
-(each neuron becomes ``T`` copies of its charge / fire / reset arithmetic, written with the same
-operations as :mod:`spikeir.neurons`, so spikes are the same), batch, height and width dynamic.
+(each neuron becomes ``T`` copies of its charge / fire / reset arithmetic, the operations of
+:mod:`spikeir.neurons` in the same order), batch, height and width dynamic. Spikes match PyTorch's
+except where a membrane lies within float rounding of its threshold: the folded BatchNorm and
+another runtime's convolution code round differently (the README gives measured rates).
 Convolutions run on the time-flattened batch ``[T*B, C, H, W]`` as in the PyTorch model. Supported:
 :class:`~spikeir.models.SpikingDnCNN`, :class:`~spikeir.models.DnCNN`, :class:`~spikeir.models.ESDNet`
 and :class:`~spikeir.models.ESDNetANN`. ESDNet's padding to a multiple of 4 is part of the graph
@@ -42,9 +44,9 @@ Conventions (also written into the graph metadata, with ``T`` and ``dt``):
   ``tau_nir = tau * dt``; ``decay_input=False`` (``H = V - (V - V_reset) k + X``) is ``r = tau``,
   ``decay_input=True`` (``H = V + (X - (V - V_reset)) k``) is ``r = 1``; ``v_leak = V_reset``.
   As snnTorch ``Leaky``: ``beta = 1 - dt/tau_nir = 1 - 1/tau``.
-* **Initial membrane.** NIR has none (0). spikeir's ``V[-1]`` (``V_reset`` for a hard reset, 0 or
-  ``V_th/2`` with ``v_init="half"`` for a soft reset) is folded in by measuring every potential of
-  the node from it: ``v_threshold``, ``v_reset`` and ``v_leak`` are written minus ``V[-1]``.
+* **Initial membrane.** NIR has none (0). spikeir's ``V[-1]`` (``V_reset`` for a hard reset, 0 for a
+  soft one, ``V_th/2`` with ``v_init="half"``) is folded in by measuring every potential of the node
+  from it: ``v_threshold``, ``v_reset`` and ``v_leak`` are written minus ``V[-1]``.
 * **Reset.** A hard reset (``v_reset=float``) is NIR's own IF / LIF reset to ``v_reset``. NIR 1.0
   has no subtractive reset, so a soft reset (``v_reset=None``: ``V = H - V_th S``) is written as a
   subgraph of NIR primitives: ``membrane`` (I for IF, LI for LIF) -> ``spike`` (Threshold) -> ``reset``
@@ -63,7 +65,7 @@ snnTorch 1.0.0 imports such graphs (:func:`snntorch.import_nir.import_from_nir`)
 only Conv2d and hard-reset LIF nodes with ``v_leak = 0`` (``readout=False``); it has no I, LI,
 Threshold or Scale, maps ``nir.IF`` to a leaky neuron (``beta=0.9``, fixed upstream) and reads LIF
 as reset-to-zero whatever ``v_reset`` says. The tests run the other graphs with nirtorch's graph
-executor, snnTorch's modules for Conv2d / LIF and the NIR equations for I, LI, Threshold and Scale.
+executor, snnTorch's modules for Conv2d / LIF and the NIR equations for IF, I, LI, Threshold and Scale.
 :func:`load_nir` rebuilds a :class:`~spikeir.models.SpikingDnCNN` from a graph of this layout.
 """
 
@@ -77,6 +79,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -88,6 +91,9 @@ from .models import DnCNN, ESDNet, ESDNetANN, SpikingDnCNN
 from .models.esdnet import FRB, MDA, SRB, Up, _PoolGate, _Seq
 from .models.spiking_dncnn import QuantReLU
 from .neurons import IF, LIF, BaseNeuron, ParametricLIF
+
+if TYPE_CHECKING:  # optional dependency (spikeir[export])
+    import nir
 
 __all__ = ["ExportError", "DEFAULT_DT", "export_module", "export_onnx", "OnnxRunner", "OnnxModel", "nir_refusal",
            "to_nir", "export_nir", "load_nir", "cmd_export"]
@@ -349,11 +355,29 @@ class _ESDNetExport(_SpikeOutputs):
         return self._finish(out[..., :H, :W])
 
 
+_KNOWN_NEURONS = (IF, LIF, ParametricLIF)
+
+
+def _layout_refusal(model: nn.Module, bases: tuple[type, ...]) -> str | None:
+    """Why the exporters' reading of ``model`` could be wrong: a subclass with its own ``forward``
+    or a neuron class whose dynamics they do not know."""
+    base = next((b for b in bases if isinstance(model, b)), None)
+    if base is not None and type(model).forward is not base.forward:
+        return f"{type(model).__name__} overrides {base.__name__}.forward; the exporter knows {base.__name__}'s only"
+    for name, m in model.named_modules():
+        if isinstance(m, BaseNeuron) and type(m) not in _KNOWN_NEURONS:
+            return f"{name} ({type(m).__name__}): a neuron class the exporter does not know"
+    return None
+
+
 def export_module(model: nn.Module, spikes: bool = False) -> nn.Module:
     """The network as the ONNX exporter sees it, in eval mode: BatchNorm folded, neurons unrolled
     over ``T`` with plain tensor operations. Its ``forward(x)`` returns the restored image, or with
     ``spikes=True`` the image followed by every neuron's output ``[T, B, C, H, W]`` (names in
     ``.spike_names`` after a call). Raises :class:`ExportError` for unsupported models."""
+    why = _layout_refusal(model, (SpikingDnCNN, DnCNN, ESDNet))
+    if why:
+        raise ExportError(f"cannot export to ONNX: {why}")
     if model.training:
         model = copy.deepcopy(model).eval()
     if isinstance(model, SpikingDnCNN):
@@ -394,7 +418,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, spikes: bool = Fal
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"ONNX output must end in .onnx, got {path}")
-    module = export_module(model, spikes).float()
+    module = export_module(model, spikes).float().cpu()
     C = _model_channels(model)
     # batch 2 and an odd size, so that no dimension is traced as the constant 1 or as a multiple of 4
     example = torch.rand(2, C, 22, 30)
@@ -494,10 +518,7 @@ def nir_refusal(model: nn.Module) -> str | None:
     if not isinstance(model, SpikingDnCNN):
         return (f"{type(model).__name__}: the NIR exporter knows the SpikingDnCNN layout only "
                 f"(a convolution / neuron chain with the residual read-out)")
-    for name, m in model.named_modules():
-        if isinstance(m, BaseNeuron) and not isinstance(m, (IF, LIF, ParametricLIF)):
-            return f"{name} ({type(m).__name__}): no NIR neuron model for it"
-    return None
+    return _layout_refusal(model, (SpikingDnCNN,))
 
 
 def _chain(model: SpikingDnCNN) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d | None, str | None, BaseNeuron | None]]:
@@ -558,7 +579,7 @@ def _nir_neuron(nir, neuron: BaseNeuron, shape: tuple[int, int, int], dt: float,
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"spikeir": desc + " (soft reset as a feedback loop)"})
 
 
-def to_nir(model: nn.Module, height: int, width: int, dt: float = DEFAULT_DT, readout: bool = True):
+def to_nir(model: nn.Module, height: int, width: int, dt: float = DEFAULT_DT, readout: bool = True) -> nir.NIRGraph:
     """The spiking denoiser as a ``nir.NIRGraph`` for ``height`` x ``width`` images (see the module
     docstring for the graph and its conventions). Raises :class:`ExportError` naming the first
     layer that NIR cannot express."""
@@ -738,7 +759,7 @@ def _parse_neuron(nir, node, name: str, dt: float) -> dict:
     raise ExportError(f"cannot import NIR: {name} ({type(node).__name__}) is not a neuron of spikeir's layout")
 
 
-def load_nir(source, name: str = "nir") -> SpikingDnCNN:
+def load_nir(source: str | os.PathLike | nir.NIRGraph, name: str = "nir") -> SpikingDnCNN:
     """Rebuild a spikeir :class:`~spikeir.models.SpikingDnCNN` (eval mode, BN folded into the
     convolutions, binary spikes with the thresholds moved into the next layer) from a NIR graph
     written by :func:`to_nir` / :func:`export_nir` (a path or a ``nir.NIRGraph``). Its forward
