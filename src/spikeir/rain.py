@@ -182,8 +182,14 @@ def _pairs_side_by_side(root: Path, rainy_half: str) -> list[RainPair]:
 
 
 def _pairs_list(listfile: Path) -> list[RainPair]:
+    if not listfile.is_file():
+        raise ValueError(f"the list layout takes a text file of '<rainy> <clean>' lines; {listfile} is a folder")
+    try:
+        text = listfile.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{listfile} is not a text file of '<rainy> <clean>' lines") from None
     pairs = []
-    for n, line in enumerate(listfile.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.split()
@@ -236,7 +242,7 @@ def find_rain_pairs(
     }[layout]
     try:
         pairs = finder(root)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, NotADirectoryError) as e:
         raise ValueError(f"{root} does not look like the {layout} layout ({e})") from None
     if not pairs:
         raise ValueError(f"no image pairs found in {root} ({layout} layout)")
