@@ -846,7 +846,10 @@ def load_nir(source: str | os.PathLike | nir.NIRGraph, name: str = "nir") -> Spi
                 dst.bias.copy_(torch.from_numpy(bias))
             elif np.any(bias != 0):
                 raise ExportError(f"cannot import NIR: {cname} has a bias that SpikingDnCNN's tail does not have")
-            dst.padding = tuple(int(p) for p in np.atleast_1d(src.padding)) * (2 if np.size(src.padding) == 1 else 1)
+            if isinstance(src.padding, str):
+                raise ExportError(f"cannot import NIR: {cname} has padding {src.padding!r}; spikeir needs numbers")
+            pad = tuple(int(p) for p in np.atleast_1d(src.padding))
+            dst.padding = pad * 2 if len(pad) == 1 else pad
         for (_, p), dst in zip(neurons, target_neurons):
             th = torch.as_tensor(np.asarray(p["th"], dtype=np.float64))
             dst.v_threshold.copy_(th.expand_as(dst.v_threshold) if th.dim() == 0 else th)
