@@ -57,7 +57,9 @@ def test_report_across_T_shows_the_bound_falling_and_holding():
     for s in rep["sweeps"]:
         assert len(s["layers"]) == 3
         for lay in s["layers"]:
-            assert lay["within_bound"] in (None, 1.0)
+            assert 0.0 <= lay["in_range"] <= 1.0
+            if lay["max_quant_in_range"] is not None:  # the bound holds where it applies
+                assert lay["max_quant_in_range"] <= 0.5 * lay["theta_mean"] / s["T"] + 1e-6
             assert 0 <= lay["firing_rate"] <= 1 and lay["quant_rms"] >= 0 and lay["sat_rms"] >= 0
 
 

@@ -222,3 +222,13 @@ def test_nafnet_teaches_sequence_students_across_resolutions(student_cfg, hints)
         s_feat = dict(student.named_modules())[s_name]
         assert a.out_channels == seen[t_name][1]
         assert s_feat is not None
+
+
+def test_distillation_under_bf16_autocast(tmp_path, teacher_file):
+    """train.amp with distill: the hint features of an autocast forward feed fp32 adapters."""
+    cfg = _cfg(tmp_path, teacher_file, steps=3)
+    cfg["train"]["amp"] = "bf16"
+    train(cfg, tmp_path / "run", device="cpu", progress=False)
+    recs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    terms = [r["terms"] for r in recs if "terms" in r]
+    assert len(terms) == 3 and all(t["hint"] > 0 and t["recon"] > 0 for t in terms)

@@ -42,7 +42,8 @@ def _run(tmp_path, cfg, out, nproc, *extra) -> subprocess.CompletedProcess:
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
-    cfg = _cfg(tmp_path, {**TINY_ANN, "bn": False})  # no BatchNorm: per-process statistics would differ
+    # no BatchNorm (per-process statistics would differ); 2 micro-batches per step exercise no_sync
+    cfg = _cfg(tmp_path, {**TINY_ANN, "bn": False}, accum_steps=2)
     _run(tmp_path, cfg, "one", 1)
     _run(tmp_path, cfg, "two", 2)
     a, _ = read_model_file(tmp_path / "one" / "model.safetensors")
@@ -50,7 +51,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
     start = json.loads((tmp_path / "two" / "log.jsonl").read_text().splitlines()[0])
-    assert start["processes"] == 2 and start["global_batch"] == 4 and start["per_process_batch"] == 2
+    assert start["processes"] == 2 and start["global_batch"] == 8 and start["per_process_batch"] == 2
     la = [json.loads(x)["loss"] for x in (tmp_path / "one" / "log.jsonl").read_text().splitlines() if '"loss"' in x]
     lb = [json.loads(x)["loss"] for x in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"loss"' in x]
     assert la == pytest.approx(lb, rel=1e-4)  # the logged loss is the mean over processes

@@ -192,3 +192,36 @@ def test_workflow_config_mistakes_are_one_line_errors(tmp_path, override, needle
     with pytest.raises(ValueError, match=needle):
         train(cfg, tmp_path / "run", device="cpu", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_best_metric_is_checked_before_training(tmp_path):
+    ann = tiny_cfg(tmp_path, model=TINY_ANN, best="val_firing_rate")  # an ANN has no firing rate
+    with pytest.raises(ValueError, match="choose one of val_psnr, val_ssim$"):
+        train(ann, tmp_path / "a", device="cpu", progress=False)
+    typo = tiny_cfg(tmp_path, best="val_pnsr")
+    with pytest.raises(ValueError, match="val_pnsr"):
+        train(typo, tmp_path / "b", device="cpu", progress=False)
+    noval = tiny_cfg(tmp_path, best="val_psnr")
+    noval["data"]["val"] = None
+    with pytest.raises(ValueError, match="needs validation data"):
+        train(noval, tmp_path / "c", device="cpu", progress=False)
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_resume_drops_a_best_model_from_the_lost_tail(tmp_path):
+    from spikeir.io import save_model
+
+    cfg = tiny_cfg(tmp_path, best="val_psnr")
+    train(apply_overrides(cfg, ["train.stop_at=4"]), tmp_path / "run", device="cpu", progress=False)
+    run = tmp_path / "run"
+    # a crashed leg got to step 6 and wrote a best model there before dying
+    m = load_model(run / "model_best.safetensors", "cpu")
+    _, info = read_model_file(run / "model_best.safetensors")
+    meta = {k: v for k, v in info.items() if k not in ("model", "spikeir_version")}
+    save_model(run / "model_best.safetensors", m, info["model"], **{**meta, "best": {**info["best"], "step": 6}})
+    train(cfg, run, device="cpu", progress=False, resume=True)
+    _, info = read_model_file(run / "model_best.safetensors")
+    vals = {r["step"]: r["val_psnr"] for r in records(run) if "val_psnr" in r}
+    # the file is this run's own: its recorded score is the score logged at its step (the stale file
+    # claimed step 6 with an older score)
+    assert info["best"]["step"] > 4 and info["best"]["value"] == vals[info["best"]["step"]]

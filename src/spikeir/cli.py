@@ -377,10 +377,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for out in (args.json, args.plot):
         if out is not None and Path(out).exists() and not args.overwrite:
             raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
+    if args.crop < 0:
+        raise ValueError(f"--crop must be >= 0, got {args.crop}")
     model = load_model(args.model, args.device)
     info = getattr(model, "spikeir_info", {})
     gray = model_in_channels(model) == 1
-    sigma = args.sigma if args.sigma is not None else (info.get("sigma", 25.0) if info.get("task") == "denoise" else 0)
+    derain = info.get("task") == "derain"
+    sigma = args.sigma if args.sigma is not None else (0 if derain else info.get("sigma", 25.0))
+    if not isinstance(sigma, (int, float)):
+        raise ValueError(f"{args.model} was trained on a range of noise levels {sigma}; choose one with --sigma")
     dev = next(model.parameters()).device
     inputs = []
     for i, (_, img) in enumerate(load_image_set(args.images, gray=gray)):
@@ -388,19 +393,26 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             h, w = img.shape[:2]
             c = min(args.crop, h, w)
             img = img[(h - c) // 2 : (h - c) // 2 + c, (w - c) // 2 : (w - c) // 2 + c]
+        if derain and not args.sigma:  # a derainer is analysed on what it is for: synthetic rain, seeded
+            from .rain import synth_rain
+
+            img = synth_rain(img, ("light", "heavy")[i % 2], seed=i)[0]
         x = add_test_noise(img, float(sigma), seed=i) if sigma else img.astype("float64") / 255.0
         t = torch.from_numpy(x).float()
         inputs.append((t[None] if t.dim() == 2 else t.permute(2, 0, 1))[None].to(dev))
     rep = quantization_report(model, inputs, args.T)
     rep.update({"model_name": str(args.model), "images": args.images, "crop": args.crop, "sigma": sigma,
+                "inputs": "synthetic rain (light/heavy alternate, seed = image index)" if derain and not args.sigma
+                else (f"Gaussian noise sigma {sigma:g}, seed = image index" if sigma else "the images as they are"),
                 "command": " ".join(["spikeir", *sys.argv[1:]])})
     print(f"{'T':>3} {'firing rate':>12} {'spikes/neuron':>14} {'quant RMS':>10} {'sat RMS':>9}   "
-          "first layers: quant RMS / bound")
+          "first layers: quant RMS / bound (share of elements the bound covers)")
     for sw in rep["sweeps"]:
-        per = ", ".join(f"{lay['quant_rms']:.3g}/{_fmt_opt(lay['bound'])}" for lay in sw["layers"][:4])
+        per = ", ".join(f"{lay['quant_rms']:.3g}/{_fmt_opt(lay['bound'])} ({_fmt_opt(lay['in_range'])})"
+                        for lay in sw["layers"][:3])
         print(f"{sw['T']!s:>3} {sw['firing_rate']:12.4f} {_fmt_opt(sw['spikes_per_neuron']):>14} "
               f"{sw['quant_rms']:10.4f} {sw['sat_rms']:9.4f}   {per}"
-              + (" ..." if len(sw["layers"]) > 4 else ""))
+              + (" ..." if len(sw["layers"]) > 3 else ""))
     if args.json:
         write_json_atomic(args.json, rep, overwrite=args.overwrite)
     if args.plot:
@@ -443,13 +455,22 @@ def cmd_convert_ann(args: argparse.Namespace) -> int:
                                   sigma=tuple(sigma) if isinstance(sigma, list) else float(sigma))
     torch.manual_seed(0)
     calib = torch.cat([sampler.batch(i)[0] for i in range(args.batches)])
+    from .models.spiking_dncnn import QuantReLU
+
+    qat = [m.T for m in ann.modules() if isinstance(m, QuantReLU)]
+    method = args.threshold
+    if qat:  # a quantisation-aware twin brings the thresholds it learned
+        method = f"learned by the quant_T={qat[0]} twin"
+        if qat[0] != args.T:
+            print(f"spikeir: warning: {args.ann} learned its thresholds for T={qat[0]}, converting to T={args.T}",
+                  file=sys.stderr)
     snn = convert_ann(ann, args.T, calib, args.threshold, args.percentile)
     ths = [float(m.v_threshold.detach()) for m in snn.modules() if hasattr(m, "v_threshold")]
     save_model(out, snn, converted_config(ann, args.T), task="denoise", gray=gray, sigma=sigma,
-               converted_from=str(args.ann), conversion={"T": args.T, "threshold": args.threshold,
+               converted_from=str(args.ann), conversion={"T": args.T, "threshold": method,
                                                          "percentile": args.percentile, "calib": args.calib,
                                                          "calib_patches": int(calib.shape[0]), "thresholds": ths})
-    print(f"converted {args.ann} to an IF network with T={args.T} ({args.threshold} thresholds "
+    print(f"converted {args.ann} to an IF network with T={args.T} ({method} thresholds "
           f"{', '.join(f'{t:.3g}' for t in ths)}): {out}")
     return 0
 

@@ -175,8 +175,9 @@ class Distiller(nn.Module):
                 finally:
                     self._active = False
         for (t, s), adapter in pairs:
-            tf = _as_map(self._feats[f"t:{t}"]).detach()
-            sf = adapter(_as_map(s_feats[s]))
+            # .float(): under train.amp the captured features are bf16/fp16, the adapters fp32
+            tf = _as_map(self._feats[f"t:{t}"]).detach().float()
+            sf = adapter(_as_map(s_feats[s]).float())
             if sf.shape[-2:] != tf.shape[-2:]:
                 sf = nn.functional.interpolate(sf, size=tf.shape[-2:], mode="bilinear", align_corners=False)
             hint = hint + nn.functional.mse_loss(sf, tf)

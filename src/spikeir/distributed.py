@@ -35,9 +35,12 @@ class DistInfo:
         return self.world > 1
 
 
-def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
+def setup(device: torch.device, timeout_s: float = 3600.0) -> tuple[DistInfo, torch.device]:
     """Join the process group torchrun describes (if any); on CUDA each process takes the GPU
-    ``LOCAL_RANK``. Returns the rank/world info and the device to train on."""
+    ``LOCAL_RANK``. ``timeout_s`` bounds how long a process waits in a collective, which includes
+    the other ranks' wait while rank 0 validates (``train.dist_timeout``; NCCL's own default is 10
+    minutes, too short for validating a large spiking model). Returns the rank/world info and the
+    device to train on."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo(), device
@@ -47,7 +50,9 @@ def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
         torch.cuda.set_device(device)
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        from datetime import timedelta
+
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
     return DistInfo(dist.get_rank(), dist.get_world_size(), owns), device
 
 

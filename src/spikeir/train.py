@@ -311,8 +311,8 @@ def _checkpoints(run: Path) -> list[Path]:
 
 
 # keys that may differ between the legs of a resumed run without changing what is trained
-_RESUME_FREE = {("train", "stop_at"), ("train", "threads"), ("train", "log_every"), ("train", "val_every"),
-                ("train", "ckpt_every"), ("train", "keep_ckpts")}
+_RESUME_FREE = {("train", "stop_at"), ("train", "threads"), ("train", "dist_timeout"), ("train", "log_every"),
+                ("train", "val_every"), ("train", "ckpt_every"), ("train", "keep_ckpts")}
 
 
 def _config_diff(a: dict, b: dict, prefix: tuple = ()) -> list[str]:
@@ -367,6 +367,22 @@ def _rewrite_log(path: Path, upto: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(x + "\n" for x in keep))
     tmp.replace(path)
+
+
+def _drop_stale_best(run: Path, best, start: int) -> None:
+    """On resume: a ``model_best.safetensors`` written after the resumed checkpoint belongs to the
+    lost tail of the run. Remove it and forget the best score, so the next validation writes a
+    best model of this run's own history again."""
+    path = run / "model_best.safetensors"
+    if best is None or not path.is_file():
+        return
+    from .io import read_model_file
+
+    step = (read_model_file(path)[1].get("best") or {}).get("step")
+    if step is None or step > start:
+        path.unlink()
+        best.value = -math.inf if best.mode == "max" else math.inf
+        best.step = None
 
 
 def _init_from_ann(model: nn.Module, path: str, task, dev: torch.device) -> dict:
@@ -455,7 +471,7 @@ def train(
     output) plus ``"steps"``."""
     run = Path(out_dir)
     _validate_config(cfg)
-    dist_info, dev = ddp.setup(resolve_device(device))
+    dist_info, dev = ddp.setup(resolve_device(device), float(cfg["train"].get("dist_timeout", 3600)))
     try:
         return _train(cfg, run, dev, dist_info, resume, progress)
     finally:
@@ -511,8 +527,15 @@ def _train(cfg: dict, run: Path, dev: torch.device, dist_info: ddp.DistInfo, res
     adt = amp_dtype(tcfg.get("amp"), dev)
     scaler = torch.amp.GradScaler("cuda") if adt == torch.float16 else None  # bf16 needs no loss scaling
     best = BestKeeper(tcfg["best"]) if tcfg.get("best") else None
-    if best is not None and best.uses_ema and not tcfg.get("ema"):
-        raise ValueError(f"train.best: {best.metric!r} needs train.ema")
+    if best is not None:
+        allowed = ["val_psnr", "val_ssim"] + (["val_firing_rate"] if spiking else [])
+        allowed += ["val_psnr_ema", "val_ssim_ema"] if tcfg.get("ema") else []
+        if best.metric not in allowed:
+            need = " (needs train.ema)" if best.metric.endswith("_ema") else ""
+            raise ValueError(f"train.best: {best.metric!r} is not a validation metric of this run{need}; "
+                             f"choose one of {', '.join(allowed)}")
+        if not any(task.val_sets.values()):
+            raise ValueError("train.best needs validation data (data.val)")
     if tcfg.get("tensorboard"):
         TensorBoardLog.check()  # fail before the run directory is made
 
@@ -542,6 +565,7 @@ def _train(cfg: dict, run: Path, dev: torch.device, dist_info: ddp.DistInfo, res
         torch.set_rng_state(ck["rng"]["torch"])
         if main:
             _rewrite_log(run / "log.jsonl", start)
+            _drop_stale_best(run, best, start)
     net = ddp.wrap(model, dist_info, dev, bool(tcfg.get("sync_bn")))  # what the steps run; `model` is saved
     log_f = None
     if main:
@@ -554,7 +578,7 @@ def _train(cfg: dict, run: Path, dev: torch.device, dist_info: ddp.DistInfo, res
         log_f = (run / "log.jsonl").open("a")
     tb = None
     try:
-        tb = TensorBoardLog(run) if tcfg.get("tensorboard") and main else None
+        tb = TensorBoardLog(run, purge_step=start or None) if tcfg.get("tensorboard") and main else None
 
         def log(rec: dict) -> None:
             if log_f is None:  # not rank 0
@@ -636,33 +660,35 @@ def _train(cfg: dict, run: Path, dev: torch.device, dist_info: ddp.DistInfo, res
                 noisy, clean = (ddp.shard(t, dist_info).to(dev, non_blocking=True) for t in task.sampler.batch(index))
                 terms = None
                 last = micro == accum - 1
-                with record_firing_rates(model) if want_log and last else nullcontext() as fr_m:
-                    if rate_reg is not None:
-                        rate_reg.active = True
-                    try:
-                        with distiller.capture() if distiller else nullcontext(), autocast(dev, adt):
-                            out = net(noisy)
-                    finally:
+                # DDP decides in the forward pass whether the backward all-reduces: skip it for all but
+                # the last micro-batch, so gradients are averaged over processes once per step
+                with net.no_sync() if dist_info.active and not last else nullcontext():
+                    with record_firing_rates(model) if want_log and last else nullcontext() as fr_m:
                         if rate_reg is not None:
-                            rate_reg.active = False
-                    out = out.float()
-                    loss = loss_fn(out, clean)
-                    if distiller is not None:
-                        terms = distiller.loss_terms(noisy, out, clean, loss, step)
-                        loss = terms.pop("loss")
-                    reg = rate_reg.penalty() if rate_reg is not None else None
-                    if reg is not None:
-                        loss = loss + reg
-                if last:
-                    fr = fr_m
-                finite = ddp.all_min(bool(torch.isfinite(loss)), dist_info, dev)  # every process skips together
+                            rate_reg.active = True
+                        try:
+                            with distiller.capture() if distiller else nullcontext(), autocast(dev, adt):
+                                out = net(noisy)
+                        finally:
+                            if rate_reg is not None:
+                                rate_reg.active = False
+                        out = out.float()
+                        loss = loss_fn(out, clean)
+                        if distiller is not None:
+                            terms = distiller.loss_terms(noisy, out, clean, loss, step)
+                            loss = terms.pop("loss")
+                        reg = rate_reg.penalty() if rate_reg is not None else None
+                        if reg is not None:
+                            loss = loss + reg
+                    if last:
+                        fr = fr_m
+                    finite = ddp.all_min(bool(torch.isfinite(loss)), dist_info, dev)  # every process skips together
+                    if finite:
+                        loss_sum += loss.item()
+                        scaled = loss / accum
+                        (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 if not finite:
                     break
-                loss_sum += loss.item()
-                scaled = loss / accum
-                # DDP averages gradients once, on the last micro-batch
-                with net.no_sync() if dist_info.active and not last else nullcontext():
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
             if not finite:
                 bad += 1
                 bad_total += 1
@@ -681,12 +707,15 @@ def _train(cfg: dict, run: Path, dev: torch.device, dist_info: ddp.DistInfo, res
                 scaler.unscale_(opt)  # clip the true gradients
             if tcfg.get("grad_clip"):
                 nn.utils.clip_grad_norm_(params, float(tcfg["grad_clip"]))
+            stepped = True
             if scaler is not None:
+                scale = scaler.get_scale()
                 scaler.step(opt)
                 scaler.update()
+                stepped = scaler.get_scale() >= scale  # the scale drops when the step was skipped (inf grads)
             else:
                 opt.step()
-            if ema is not None:
+            if ema is not None and stepped:
                 ema.update(model)
             if want_log:
                 with torch.no_grad():

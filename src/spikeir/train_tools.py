@@ -152,11 +152,12 @@ class TensorBoardLog:
     """Every numeric value of the run's log records, as TensorBoard scalars in ``RUN/tensorboard``
     (nested keys joined with ``/``). Offline: the event files are only written, never served."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
         self.check()
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        # purge_step: on resume, events logged after the checkpoint (a crashed leg's lost tail) are hidden
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=purge_step)
 
     @staticmethod
     def check() -> None:
