@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.spikeir-installed
 
-.PHONY: setup demo test lint bench browser clean
+.PHONY: setup demo test lint docs bench browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,11 +30,15 @@ browser:
 	  && apt-get install -y -q chromium >/dev/null 2>&1)); } \
 	  || echo "chromium could not be installed: the browser test will be skipped"
 
-test: $(STAMP) lint browser
+# the API site and tutorials (MkDocs + mkdocstrings), warnings are errors
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict -q
+
+test: $(STAMP) lint docs browser
 	$(PY) -m pytest -q --doctest-modules src/spikeir tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_neurons.py --json benchmarks/results/neurons.json
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info demo_out
+	rm -rf $(VENV) build dist site src/*.egg-info demo_out
