@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.spikeir-installed
 
-.PHONY: setup demo test lint docs bench browser clean
+.PHONY: setup demo test lint docs wheel-check bench browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,13 @@ browser:
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict -q
 
+# the wheel, installed into a clean venv away from the checkout, must run on its own
+wheel-check: $(STAMP)
+	PYTHON=$(PYTHON) ./tools/wheel_check.sh
+
 test: $(STAMP) lint docs browser
 	$(PY) -m pytest -q --doctest-modules src/spikeir tests
+	$(MAKE) --no-print-directory wheel-check
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_neurons.py --json benchmarks/results/neurons.json
