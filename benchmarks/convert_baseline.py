@@ -39,12 +39,16 @@ def main() -> int:
     ap.add_argument("--threshold", nargs="+", default=["percentile", "error"], choices=["percentile", "error"])
     ap.add_argument("--percentile", type=float, default=99.9)
     ap.add_argument("--sigma", type=float, default=25.0)
+    ap.add_argument("--crop", type=int, default=0, help="centre crops of this size (0 = whole images)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default="benchmarks/results/convert_baseline.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     heldout = builtin_images("heldout", gray=True)
+    if args.crop:
+        heldout = [(n, im[(im.shape[0] - args.crop) // 2:][: args.crop, (im.shape[1] - args.crop) // 2:][:, : args.crop])
+                   for n, im in heldout]
     ann = load_model(args.ann, "cpu")
     calib = calibration_batch(args.sigma)
     rows = []
@@ -70,7 +74,8 @@ def main() -> int:
         "benchmark": "convert_baseline",
         "command": " ".join(["python"] + sys.argv),
         "images": [n for n, _ in heldout],
-        "protocol": f"builtin:heldout gray, Gaussian sigma {args.sigma:g}, seed 0 per image, uint8 output",
+        "protocol": f"builtin:heldout gray{f', centre crops {args.crop}x{args.crop}' if args.crop else ''}, "
+                    f"Gaussian sigma {args.sigma:g}, seed 0 per image, uint8 output",
         "calibration": "4 batches of 8 noisy 64x64 patches of builtin:train (seed 0)",
         "percentile": args.percentile,
         "noisy_psnr": noisy,
