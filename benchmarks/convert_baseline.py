@@ -47,8 +47,8 @@ def main() -> int:
 
     heldout = builtin_images("heldout", gray=True)
     if args.crop:
-        heldout = [(n, im[(im.shape[0] - args.crop) // 2:][: args.crop, (im.shape[1] - args.crop) // 2:][:, : args.crop])
-                   for n, im in heldout]
+        c = args.crop
+        heldout = [(n, im[(im.shape[0] - c) // 2:][:c, (im.shape[1] - c) // 2:][:, :c]) for n, im in heldout]
     ann = load_model(args.ann, "cpu")
     calib = calibration_batch(args.sigma)
     rows = []
