@@ -113,7 +113,7 @@ def rainy_crop():
 
 
 # held-out gain over the rainy input (Y PSNR) that each bundled deraining model must keep
-MIN_DERAIN_GAIN_DB = {"esdnet-s": 2.0, "esdnet-s-ann": 2.0}  # measured: esdnet-s 2.44 dB
+MIN_DERAIN_GAIN_DB = {"esdnet-s": 2.0, "esdnet-s-ann": 3.5}  # measured: 2.44 and 4.03 dB
 
 
 @pytest.mark.parametrize("name,spiking", [("esdnet-s", True), ("esdnet-s-ann", False)])
