@@ -39,3 +39,31 @@ def test_load_errors(tmp_path):
     bad_cuda = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
     with pytest.raises(ValueError, match="CUDA"):
         load_model("spiden-cpu", bad_cuda, allow_untrained=True)
+
+
+def test_a_file_whose_shapes_do_not_match_its_config_lists_the_mismatches(tmp_path):
+    import json as _json
+
+    import pytest as _pytest
+    from safetensors.torch import load_file, save_file
+
+    from _helpers import TINY_SNN
+    from spikeir.io import load_model, save_model
+    from spikeir.models import build_model
+
+    good = tmp_path / "good.safetensors"
+    save_model(good, build_model(TINY_SNN), TINY_SNN, task="denoise", sigma=25)
+    tensors = load_file(str(good))
+    from safetensors import safe_open
+
+    with safe_open(str(good), "pt") as f:
+        meta = f.metadata()
+    info = _json.loads(meta["spikeir"])
+    info["model"] = {**TINY_SNN, "width": 6}  # the config now disagrees with every hidden tensor
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata={"spikeir": _json.dumps(info)})
+    with _pytest.raises(ValueError) as e:
+        load_model(bad, "cpu")
+    msg = str(e.value)
+    assert "shape mismatch" in msg and "head.weight: file (8, 1, 3, 3) vs model (6, 1, 3, 3)" in msg
+    assert "more" in msg and "\n" not in msg

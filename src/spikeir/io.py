@@ -147,9 +147,16 @@ def load_model(
         if not isinstance(info.get("model"), dict):
             raise ValueError(f"{path}: its spikeir metadata has no model config")
         model = build_model(info["model"])
+        own = model.state_dict()
+        wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items()
+                 if k in state and state[k].shape != v.shape]  # in layer order
+        if wrong:
+            more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
+            raise ValueError(f"{path}: weights do not match the model config: {len(wrong)} shape mismatch(es): "
+                             f"{'; '.join(wrong[:5])}{more}")
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as e:  # shape mismatches
+        except RuntimeError as e:  # anything else load_state_dict refuses
             detail = str(e).splitlines()[-1].strip()
             raise ValueError(f"{path}: weights do not match the model config ({detail})") from None
         if missing or unexpected:
