@@ -34,3 +34,18 @@ def write_images(folder: Path, n: int = 3, rgb: bool = False, **kw) -> list[Path
         Image.fromarray(smooth_image(i, rgb=rgb, **kw)).save(p)
         paths.append(p)
     return paths
+
+
+def tiny_train_cfg(tmp_path: Path, model: dict | None = None, **train_kw) -> dict:
+    """A complete training config for a tiny model on generated images (3 to train on, 1 to validate)."""
+    from spikeir.config import load_config
+
+    write_images(tmp_path / "train", 3)
+    write_images(tmp_path / "val", 1, h=24, w=24)
+    cfg = load_config(None)
+    cfg["model"] = dict(model or TINY_SNN)
+    cfg["data"].update({"train": str(tmp_path / "train"), "val": str(tmp_path / "val"),
+                        "patch": 16, "batch_size": 4, "val_crop": None})
+    cfg["train"].update({"steps": 6, "log_every": 2, "val_every": 3, "ckpt_every": 2, "threads": None, **train_kw})
+    cfg["sched"]["warmup"] = 2
+    return cfg

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from _helpers import TINY_SNN, write_images
+from _helpers import TINY_SNN, tiny_train_cfg, write_images
 from spikeir.config import apply_overrides, load_config
 from spikeir.io import load_model, read_model_file
 from spikeir.models import DnCNN
@@ -11,16 +11,7 @@ from spikeir.train import lr_at, resolve_model_cfg, train
 
 
 def tiny_cfg(tmp_path, model=None, **train_kw):
-    write_images(tmp_path / "train", 3)
-    write_images(tmp_path / "val", 1, h=24, w=24)
-    cfg = load_config(None)
-    cfg["model"] = dict(model or TINY_SNN)
-    cfg["data"].update({"train": str(tmp_path / "train"), "val": str(tmp_path / "val"),
-                        "patch": 16, "batch_size": 4, "val_crop": None})
-    cfg["train"].update({"steps": 6, "log_every": 2, "val_every": 3, "ckpt_every": 2, "threads": None,
-                         **train_kw})
-    cfg["sched"]["warmup"] = 2
-    return cfg
+    return tiny_train_cfg(tmp_path, model, **train_kw)
 
 
 def assert_same_weights(run_a, run_b):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from _helpers import TINY_ANN, TINY_SNN, write_images
-from spikeir.config import apply_overrides, load_config
+from _helpers import TINY_ANN, tiny_train_cfg, write_images
+from spikeir.config import apply_overrides
 from spikeir.data import read_image
 from spikeir.evaluate import evaluate_denoise
 from spikeir.io import load_model, read_model_file
@@ -18,15 +18,7 @@ from spikeir.train_tools import EMA, spike_flips
 
 
 def tiny_cfg(tmp_path, model=None, **train_kw):
-    write_images(tmp_path / "train", 3)
-    write_images(tmp_path / "val", 1, h=24, w=24)
-    cfg = load_config(None)
-    cfg["model"] = dict(model or TINY_SNN)
-    cfg["data"].update({"train": str(tmp_path / "train"), "val": str(tmp_path / "val"),
-                        "patch": 16, "batch_size": 4, "val_crop": None})
-    cfg["train"].update({"steps": 6, "log_every": 2, "val_every": 2, "ckpt_every": 2, **train_kw})
-    cfg["sched"]["warmup"] = 2
-    return cfg
+    return tiny_train_cfg(tmp_path, model, **{"val_every": 2, **train_kw})
 
 
 def records(run) -> list[dict]:
