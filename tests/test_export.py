@@ -482,3 +482,20 @@ def test_cli_denoise_with_onnx_runtime_matches_torch(ort, tmp_path, capsys):
     assert np.abs(outs["onnx"] - outs["torch"]).max() <= 1  # uint8 output: at most a rounding step
     assert main(["denoise", str(src), "-o", str(tmp_path / "x"), "--runtime", "onnx", "--device", "cuda"]) == 2
     assert "--runtime onnx runs on the CPU" in capsys.readouterr().err
+
+
+def test_cli_derain_with_onnx_runtime_matches_torch(ort, tmp_path):
+    """The bundled ANN derainer through --runtime onnx: same uint8 output as PyTorch up to rounding."""
+    from _helpers import write_images
+    from spikeir.data import read_image
+
+    src = tmp_path / "in"
+    write_images(src, 1, h=32, w=40, rgb=True)
+    outs = {}
+    for runtime in ("torch", "onnx"):
+        out = tmp_path / runtime
+        assert main(["derain", str(src), "-o", str(out), "--model", "esdnet-s-ann", "--device", "cpu",
+                     "--runtime", runtime]) == 0
+        outs[runtime] = read_image(out / "img00.png").astype(int)
+    assert outs["onnx"].shape == (32, 40, 3)
+    assert np.abs(outs["onnx"] - outs["torch"]).max() <= 1
