@@ -12,8 +12,8 @@ images (45 nm operation model and the memory-aware model, SNN and ANN twin).
 
     python benchmarks/tradeoff_sweep.py --T 1 2 4 8 16 --width 32 --json benchmarks/results/tradeoff.json
 
-Training runs go to ``--runs`` and are reused with ``--reuse``; a ReLU twin already trained with
-the same recipe can be named with ``--ann WIDTH=FILE``.
+Training runs go to ``--runs`` and are reused with ``--reuse`` (a run cut short is resumed); a ReLU
+twin already trained with the same recipe can be named with ``--ann WIDTH=FILE``.
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ def trained(args: argparse.Namespace, name: str, cfg: dict) -> Path:
     run = Path(args.runs) / name
     if (run / "model.safetensors").is_file() and args.reuse:
         return run / "model.safetensors"
-    if run.exists():
+    resume = args.reuse and any((run / "checkpoints").glob("step_*.pt"))  # a run cut short: continue it
+    if run.exists() and not resume:
         raise SystemExit(f"{run} exists; remove it or pass --reuse")
-    print(f"training {name} ({args.steps} steps)", flush=True)
-    train(cfg, run, progress=False)
+    print(f"{'resuming' if resume else 'training'} {name} ({args.steps} steps)", flush=True)
+    train(cfg, run, progress=False, resume=resume)
     return run / "model.safetensors"
 
 
