@@ -227,53 +227,61 @@ def _print_scores(rows: list[tuple[str, float, float, float | None]], channel: s
         print(f"{label:<24} {p:10.2f} {s:9.4f} {'-' if rate is None else f'{rate:.3f}':>12}")
 
 
-def _demo_denoise(args: argparse.Namespace) -> None:
-    from .data import add_test_noise, builtin_images, to_uint8
+def _demo_pair(args: argparse.Namespace, snn_name: str, ann_name: str, x: np.ndarray):
+    """Run a bundled SNN (recording its spike maps) and its ANN twin on the float image ``x``.
+    Returns the SNN, both outputs as uint8, the SNN's firing rate and spike maps."""
+    from .data import to_uint8
     from .evaluate import restore
     from .io import load_model
-    from .metrics import psnr, ssim
-    from .visualize import make_panel, rate_map_image, record_spike_maps
+    from .visualize import record_spike_maps
 
-    snn = load_model(args.snn, args.device)
-    ann = load_model(args.ann, args.device)
+    snn = load_model(snn_name, args.device)
+    ann = load_model(ann_name, args.device)
+    with record_spike_maps(snn) as maps:
+        out_snn, rate = restore(snn, x)
+    out_ann, _ = restore(ann, x)
+    return snn, to_uint8(out_snn), to_uint8(out_ann), rate, maps
+
+
+def _demo_panel(args: argparse.Namespace, task: str, shown: tuple[str, np.ndarray], outs: list[tuple[str, np.ndarray]],
+                clean: np.ndarray, maps: dict) -> None:
+    from .visualize import make_panel, rate_map_image
+
+    rate_img, peak = rate_map_image(maps)
+    out = Path(args.output) / f"{task}_panel.png"
+    make_panel([shown, *outs, ("clean", clean), (f"spike rate (max {peak:.2f})", rate_img)], out,
+               overwrite=args.overwrite)
+    print(f"panel: {out}  ({shown[0]} | SNN | ANN | clean | SNN spike-rate map)")
+
+
+def _demo_denoise(args: argparse.Namespace) -> None:
+    from .data import add_test_noise, builtin_images
+    from .metrics import psnr, ssim
+
     name, clean = builtin_images("heldout", gray=True)[0]
     noisy = add_test_noise(clean, args.sigma, seed=0)
-    with record_spike_maps(snn) as maps:
-        out_snn, rate = restore(snn, noisy)
-    out_ann, _ = restore(ann, noisy)
+    snn, den_snn, den_ann, rate, maps = _demo_pair(args, args.snn, args.ann, noisy)
     noisy_u8 = np.clip(noisy * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    den_snn, den_ann = to_uint8(out_snn), to_uint8(out_ann)
-    rate_img, peak = rate_map_image(maps)
     print(f"denoising demo: '{name}' ({clean.shape[1]}x{clean.shape[0]}, gray, held out from training), "
           f"Gaussian noise sigma {args.sigma:g}, seed 0")
     _print_scores([("noisy input", psnr(noisy_u8, clean), ssim(noisy_u8, clean), None),
                    ("SNN " + args.snn, psnr(den_snn, clean), ssim(den_snn, clean), rate),
                    ("ANN " + args.ann, psnr(den_ann, clean), ssim(den_ann, clean), None)])
     _print_energy(snn, noisy[:128, :128], args.snn)
-    out = Path(args.output) / "denoise_panel.png"
-    make_panel([("noisy", noisy_u8), (f"SNN {args.snn}", den_snn), (f"ANN {args.ann}", den_ann),
-                ("clean", clean), (f"spike rate (max {peak:.2f})", rate_img)], out, overwrite=args.overwrite)
-    print(f"panel: {out}  (noisy | SNN | ANN | clean | SNN spike-rate map)")
+    _demo_panel(args, "denoise", ("noisy", noisy_u8), [(f"SNN {args.snn}", den_snn), (f"ANN {args.ann}", den_ann)],
+                clean, maps)
 
 
 def _demo_derain(args: argparse.Namespace) -> None:
-    from .data import builtin_images, to_uint8
-    from .evaluate import restore
-    from .io import load_model
+    from .data import builtin_images
     from .metrics import psnr, ssim
     from .rain import synth_rain
-    from .visualize import make_panel, rate_map_image, record_spike_maps, spike_rates_by_region
+    from .visualize import spike_rates_by_region
 
-    snn = load_model(args.derain_snn, args.device)
-    ann = load_model(args.derain_ann, args.device)
     name, clean = builtin_images("heldout", gray=False)[0]
     rainy, _, mask = synth_rain(clean, "heavy", seed=0)
     x = rainy.astype(np.float64) / 255.0
-    with record_spike_maps(snn) as maps:
-        out_snn, rate = restore(snn, x)
-    out_ann, _ = restore(ann, x)
-    der_snn, der_ann = to_uint8(out_snn), to_uint8(out_ann)
-    rate_img, peak = rate_map_image(maps)
+    snn, der_snn, der_ann, rate, maps = _demo_pair(args, args.derain_snn, args.derain_ann, x)
     print(f"\nderaining demo: '{name}' ({clean.shape[1]}x{clean.shape[0]}, held out from training), "
           f"synthetic heavy rain, seed 0; PSNR/SSIM on the Y channel")
     y = {"y_channel": True}
@@ -288,10 +296,8 @@ def _demo_derain(args: argparse.Namespace) -> None:
               f"{r['name']} {r['rate_rain']:.3f} vs {r['rate_background']:.3f}" for r in shown)
           + f"  [spikeir spikes RAINY.png --model {args.derain_snn} --mask MASK.png]")
     _print_energy(snn, x[:128, :128], args.derain_snn)
-    out = Path(args.output) / "derain_panel.png"
-    make_panel([("rainy", rainy), (f"SNN {args.derain_snn}", der_snn), (f"ANN {args.derain_ann}", der_ann),
-                ("clean", clean), (f"spike rate (max {peak:.2f})", rate_img)], out, overwrite=args.overwrite)
-    print(f"panel: {out}  (rainy | SNN | ANN | clean | SNN spike-rate map)")
+    _demo_panel(args, "derain", ("rainy", rainy),
+                [(f"SNN {args.derain_snn}", der_snn), (f"ANN {args.derain_ann}", der_ann)], clean, maps)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
