@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "setup", "shard", "all_min", "all_mean", "average_grads", "teardown"]
+__all__ = ["DistInfo", "setup", "shard", "all_min", "all_mean", "average_grads", "wrap", "barrier", "teardown"]
 
 
 @dataclass(frozen=True)
