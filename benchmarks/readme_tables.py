@@ -72,13 +72,26 @@ def distill_table() -> str:
 
 def tradeoff_table() -> str:
     d = json.loads((RESULTS / "tradeoff.json").read_text())
-    lines = [f"`{d['command']}`: {d['protocol']}; {d['steps']} steps per model.", "",
-             "| width | T | SNN PSNR | QAT twin PSNR | ANN PSNR | firing rate | SNN/ANN energy, 45 nm ops | "
-             "SNN/ANN energy, memory-aware |", "|---|---|---|---|---|---|---|---|"]
+    tiled = "energy_memory_aware_tiled_j" in d["rows"][0]
+    head = ("| width | T | SNN | spike-domain fine-tuning | SNN PSNR | ANN PSNR | firing rate | "
+            "SNN/ANN energy, 45 nm ops | SNN/ANN energy, memory-aware (whole image) |"
+            + (" memory-aware (64x64 tiles) |" if tiled else ""))
+    lines = [f"`{d['command']}`: {d['protocol']}; {d['steps']} steps per model.", "", head,
+             "|" + "---|" * (head.count("|") - 1)]
     for r in d["rows"]:
-        lines.append(f"| {r['width']} | {r['T']} | {r['psnr_snn']:.2f} | {r['psnr_qat']:.2f} | {r['psnr_ann']:.2f} | "
-                     f"{r['firing_rate']:.3f} | {r['energy_45nm_j']['snn_over_ann']:.2f} | "
-                     f"{r['energy_memory_aware_j']['snn_over_ann']:.2f} |")
+        if "finetune_steps" in r:
+            rr = r.get("rate_reg")
+            how = (f"{r['finetune_steps']} steps, no rate_reg" if not rr else
+                   f"{r['finetune_steps']} steps, rate_reg target {rr['target']:g} (weight {rr['weight']:g})")
+            kind = "converted + fine-tuned"
+        else:
+            how, kind = "none", f"converted (QAT twin {r['psnr_qat']:.2f} dB)"
+        line = (f"| {r['width']} | {r['T']} | {kind} | {how} | {r['psnr_snn']:.2f} | {r['psnr_ann']:.2f} | "
+                f"{r['firing_rate']:.3f} | {r['energy_45nm_j']['snn_over_ann']:.2f} | "
+                f"{r['energy_memory_aware_j']['snn_over_ann']:.2f} |")
+        if tiled:
+            line += f" {r['energy_memory_aware_tiled_j']['snn_over_ann']:.2f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 

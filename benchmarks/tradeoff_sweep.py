@@ -8,9 +8,16 @@ and converted into a ``spiking_dncnn`` with T steps (weights and thresholds copi
 :func:`spikeir.models.spiking_dncnn.init_from_ann`; no spike-domain fine-tuning), then evaluated
 as a spiking network: PSNR/SSIM on ``builtin:heldout`` (gray, sigma 25, the papers' protocol), its
 measured firing rate, and :func:`spikeir.energy.measure` on 256x256 centre crops of the same
-images (45 nm operation model and the memory-aware model, SNN and ANN twin).
+images (45 nm operation model and the memory-aware model, SNN and ANN twin; the memory-aware model
+also with 64x64 tiles, ``tile_pixels=4096``, an accelerator that streams the image tile by tile).
 
     python benchmarks/tradeoff_sweep.py --T 1 2 4 8 16 --width 32 --json benchmarks/results/tradeoff.json
+
+Sparsity as a third axis (``--rate-targets``): the converted SNN at ``--rate-T`` steps is
+fine-tuned in the spike domain (surrogate gradients, BPTT) by stage 2 of the bundled spiden-s25
+recipe (``configs/spiden-cpu-s25.yaml``, ``--rate-steps`` steps) with
+``loss.rate_reg: {weight: --rate-weight, target: R}`` for each target ``R``, plus once with no
+regulariser, so the regulariser's effect is told apart from the fine-tuning's.
 
 Training runs go to ``--runs`` and are reused with ``--reuse`` (a run cut short is resumed); a ReLU
 twin already trained with the same recipe can be named with ``--ann WIDTH=FILE``.
@@ -29,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine_info, write_json  # noqa: E402
 from spikeir.config import load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
-from spikeir.energy import measure  # noqa: E402
+from spikeir.energy import EnergyModel, measure  # noqa: E402
 from spikeir.evaluate import evaluate_denoise  # noqa: E402
 from spikeir.io import load_model  # noqa: E402
 from spikeir.models import DnCNN, SpikingDnCNN  # noqa: E402
@@ -38,6 +45,8 @@ from spikeir.plots import line_panel  # noqa: E402
 from spikeir.train import _center_crop, train  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "dncnn-cpu-s25.yaml"
+FINETUNE = Path(__file__).resolve().parent.parent / "configs" / "spiden-cpu-s25.yaml"
+TILE_PIXELS = 64 * 64
 
 
 def recipe(args: argparse.Namespace, width: int, quant_T: int | None) -> dict:
@@ -50,6 +59,40 @@ def recipe(args: argparse.Namespace, width: int, quant_T: int | None) -> dict:
     return cfg
 
 
+def finetune_recipe(args: argparse.Namespace, width: int, T: int, init: Path, target: float | None) -> dict:
+    """Stage 2 of spiden-s25 (spike-domain fine-tuning) from ``init``, with a rate regulariser
+    of weight ``--rate-weight`` and this target (none when ``target`` is None)."""
+    cfg = load_config(FINETUNE)
+    cfg["model"] = {"name": "spiking_dncnn", "in_channels": 1, "depth": args.depth, "width": width, "T": T,
+                    "neuron_kwargs": {"v_init": "half"}}
+    cfg["loss"] = "mse" if target is None else {
+        "name": "mse", "rate_reg": {"weight": args.rate_weight, "target": target}}
+    cfg["train"].update({"steps": args.rate_steps, "init_from": str(init), "threads": args.threads,
+                         "val_every": args.rate_steps, "ckpt_every": min(100, args.rate_steps)})
+    return cfg
+
+
+def row(args, width: int, T: int, snn, ann, heldout, crops, ann_eval: dict, extra: dict) -> dict:
+    """PSNR/SSIM/rate on the held-out images, energy on their crops (three energy models)."""
+    snn.eval()
+    snn_eval = evaluate_denoise(snn, heldout, 25.0, "cpu")["mean"]
+    e = measure(snn, crops, twin=ann).energy()
+    tiled = measure(snn, crops, energy_model=EnergyModel(tile_pixels=TILE_PIXELS), twin=ann)
+    et = tiled.energy()["memory_aware"]
+    r = {"width": width, "T": T, **extra, "params_snn": tiled.params, "params_ann": tiled.ann.params,
+         "psnr_snn": snn_eval["psnr"], "ssim_snn": snn_eval["ssim"], "firing_rate": snn_eval["firing_rate"],
+         "psnr_ann": ann_eval["psnr"], "ssim_ann": ann_eval["ssim"],
+         "sops": tiled.totals["sops"], "macs_ann": tiled.ann.totals["macs"]}
+    for key, part in (("energy_45nm_j", e["ops_45nm"]), ("energy_memory_aware_j", e["memory_aware"]),
+                      ("energy_memory_aware_tiled_j", et)):
+        r[key] = {"snn": part["snn_j"], "ann": part["ann_j"], "snn_over_ann": part["snn_over_ann"]}
+    extra_txt = "".join(f", {k} {v}" for k, v in extra.items() if k != "psnr_qat")
+    print(f"width {width} T {T:2d}{extra_txt}: SNN {r['psnr_snn']:.2f} dB (ANN {r['psnr_ann']:.2f}), rate "
+          f"{r['firing_rate']:.3f}, SNN/ANN energy: 45nm {r['energy_45nm_j']['snn_over_ann']:.2f}, memory-aware "
+          f"{r['energy_memory_aware_j']['snn_over_ann']:.2f}, tiled {et['snn_over_ann']:.2f}", flush=True)
+    return r
+
+
 def trained(args: argparse.Namespace, name: str, cfg: dict) -> Path:
     run = Path(args.runs) / name
     if (run / "model.safetensors").is_file() and args.reuse:
@@ -57,7 +100,7 @@ def trained(args: argparse.Namespace, name: str, cfg: dict) -> Path:
     resume = args.reuse and any((run / "checkpoints").glob("step_*.pt"))  # a run cut short: continue it
     if run.exists() and not resume:
         raise SystemExit(f"{run} exists; remove it or pass --reuse")
-    print(f"{'resuming' if resume else 'training'} {name} ({args.steps} steps)", flush=True)
+    print(f"{'resuming' if resume else 'training'} {name} ({cfg['train']['steps']} steps)", flush=True)
     train(cfg, run, progress=False, resume=resume)
     return run / "model.safetensors"
 
@@ -75,6 +118,11 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--json", default="benchmarks/results/tradeoff.json")
     ap.add_argument("--png", default=None, help="default: the JSON path with .png")
+    ap.add_argument("--rate-targets", type=float, nargs="*", default=[],
+                    help="firing-rate targets of the rate regulariser (third axis; empty: skip)")
+    ap.add_argument("--rate-weight", type=float, default=0.01)
+    ap.add_argument("--rate-T", type=int, default=4)
+    ap.add_argument("--rate-steps", type=int, default=250)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     given = {int(k): v for k, v in (a.split("=", 1) for a in args.ann)}
@@ -88,43 +136,41 @@ def main() -> None:
         assert isinstance(ann, DnCNN)
         ann_eval = evaluate_denoise(ann, heldout, 25.0, "cpu")["mean"]
         for T in args.T:
-            qat = load_model(trained(args, f"dncnn-q{T}-w{width}", recipe(args, width, T)), "cpu")
+            qat_file = trained(args, f"dncnn-q{T}-w{width}", recipe(args, width, T))
+            qat = load_model(qat_file, "cpu")
             qat_eval = evaluate_denoise(qat, heldout, 25.0, "cpu")["mean"]
             snn = SpikingDnCNN(in_channels=1, depth=args.depth, width=width, T=T, neuron_kwargs={"v_init": "half"})
             init_from_ann(snn, qat, torch.zeros(1, 1, 8, 8))
-            snn.eval()
-            snn_eval = evaluate_denoise(snn, heldout, 25.0, "cpu")["mean"]
-            rep = measure(snn, crops, twin=ann)
-            e = rep.energy()
-            rows.append({
-                "width": width, "T": T, "params_snn": rep.params, "params_ann": rep.ann.params,
-                "psnr_snn": snn_eval["psnr"], "ssim_snn": snn_eval["ssim"], "firing_rate": snn_eval["firing_rate"],
-                "psnr_qat": qat_eval["psnr"], "psnr_ann": ann_eval["psnr"], "ssim_ann": ann_eval["ssim"],
-                "sops": rep.totals["sops"], "macs_ann": rep.ann.totals["macs"],
-                "energy_45nm_j": {"snn": e["ops_45nm"]["snn_j"], "ann": e["ops_45nm"]["ann_j"],
-                                  "snn_over_ann": e["ops_45nm"]["snn_over_ann"]},
-                "energy_memory_aware_j": {"snn": e["memory_aware"]["snn_j"], "ann": e["memory_aware"]["ann_j"],
-                                          "snn_over_ann": e["memory_aware"]["snn_over_ann"]},
-            })
-            r = rows[-1]
-            print(f"width {width} T {T:2d}: SNN {r['psnr_snn']:.2f} dB (QAT {r['psnr_qat']:.2f}, ANN "
-                  f"{r['psnr_ann']:.2f}), rate {r['firing_rate']:.3f}, 45nm SNN/ANN "
-                  f"{r['energy_45nm_j']['snn_over_ann']:.2f}, memory-aware "
-                  f"{r['energy_memory_aware_j']['snn_over_ann']:.2f}", flush=True)
+            rows.append(row(args, width, T, snn, ann, heldout, crops, ann_eval, {"psnr_qat": qat_eval["psnr"]}))
+            if T != args.rate_T or not args.rate_targets:
+                continue
+            for target in [None, *args.rate_targets]:
+                tag = "none" if target is None else f"{target:g}"
+                cfg = finetune_recipe(args, width, T, qat_file, target)
+                ft = load_model(trained(args, f"spiden-q{T}-w{width}-ft{args.rate_steps}-rr{tag}", cfg), "cpu")
+                rate_reg = None if target is None else {"weight": args.rate_weight, "target": target}
+                rows.append(row(args, width, T, ft, ann, heldout, crops, ann_eval,
+                                {"finetune_steps": args.rate_steps, "rate_reg": rate_reg}))
 
     result = {
         "command": " ".join(["python"] + sys.argv),
         "protocol": "builtin:heldout gray, sigma 25, seed 0 per image, unclipped noise, uint8 output; energy per "
                     "256x256 crop of the same images",
         "images": [n for n, _ in heldout],
-        "steps": args.steps, "depth": args.depth, "seed": args.seed,
+        "steps": args.steps, "depth": args.depth, "seed": args.seed, "tile_pixels": TILE_PIXELS,
+        "rows_note": "rows without finetune_steps: QAT twin converted, no spike-domain training; rows with it: "
+                     "that SNN fine-tuned in the spike domain (rate_reg null: no regulariser)",
         "rows": rows,
         "machine": machine_info(torch.device("cpu"), args.threads),
     }
     write_json(args.json, result)
     series: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
-        series.setdefault(f"SNN w{r['width']}", []).append((r["energy_45nm_j"]["snn"] * 1e6, r["psnr_snn"]))
+        if "finetune_steps" in r:
+            key = f"SNN w{r['width']} T{r['T']} fine-tuned, rate targets"
+        else:
+            key = f"SNN w{r['width']} converted, T sweep"
+        series.setdefault(key, []).append((r["energy_45nm_j"]["snn"] * 1e6, r["psnr_snn"]))
     for width in args.width:
         r = next(x for x in rows if x["width"] == width)
         series[f"ANN w{width}"] = [(r["energy_45nm_j"]["ann"] * 1e6, r["psnr_ann"])]

@@ -65,3 +65,38 @@ def test_encoders_shapes_and_statistics():
     assert torch.all((mean - expect).abs() <= 5 * torch.sqrt(expect * (1 - expect) / 20000) + 1e-12)
     with pytest.raises(ValueError, match="T must be"):
         rate_encode(x, 0)
+
+
+def test_tdbn_normalises_over_time_batch_and_space_with_threshold_scale():
+    from spikeir.layers import TdBatchNorm2d
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 4, 5, 5) * 3 + 1  # [T, B, C, H, W]
+    bn = TdBatchNorm2d(4, v_threshold=0.5, alpha=0.7).train()
+    y = bn(x)
+    assert y.shape == x.shape and torch.allclose(bn.weight, torch.full((4,), 0.35))
+    # independent: per channel, statistics over (T, B, H, W) with the biased variance
+    mu = x.mean(dim=(0, 1, 3, 4), keepdim=True)
+    var = x.var(dim=(0, 1, 3, 4), unbiased=False, keepdim=True)
+    assert torch.allclose(y, 0.35 * (x - mu) / torch.sqrt(var + 1e-5), atol=1e-5)
+    assert torch.allclose(bn(x.flatten(0, 1)), y.flatten(0, 1), atol=1e-6)  # the flattened form agrees
+    with pytest.raises(ValueError, match="v_threshold > 0"):
+        TdBatchNorm2d(4, v_threshold=0.0)
+
+
+def test_public_srb_keeps_the_sequence_shape_and_matches_esdnet_blocks():
+    from spikeir.layers import TdBatchNorm2d
+    from spikeir.models.esdnet import SRB, ESDNet
+
+    x = torch.rand(4, 2, 8, 6, 6)
+    blk = SRB(8, T=4, v_threshold=0.15, tau=2.0)
+    assert blk(x).shape == x.shape
+    # the block inside ESDNet is built the same way: same names, shapes and initial values
+    net = ESDNet(dim=8, en_num_blocks=[1, 1, 1], de_num_blocks=[1, 1, 1], T=4)
+    inner = net.encoder_level1[0]
+    assert {k: v.shape for k, v in blk.state_dict().items()} == {k: v.shape for k, v in inner.state_dict().items()}
+    bns = [m for m in inner.modules() if isinstance(m, TdBatchNorm2d)]
+    assert len(bns) == 3 and torch.allclose(bns[1].weight, torch.full((8,), 0.15 * 0.2 / 2**0.5))
+    ann = SRB(8, T=1, spiking=False)
+    assert ann.attn.ta is None and not any(isinstance(m, TdBatchNorm2d) for m in ann.modules())
+    assert ann(torch.rand(1, 2, 8, 6, 6)).shape == (1, 2, 8, 6, 6)

@@ -6,10 +6,12 @@ flattened ``[T*B, C, H, W]`` batch, so BatchNorm statistics span time and batch 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-__all__ = ["SeqWrap", "repeat_time", "rate_encode"]
+__all__ = ["SeqWrap", "TdBatchNorm2d", "repeat_time", "rate_encode"]
 
 
 class SeqWrap(nn.Sequential):
@@ -21,6 +23,39 @@ class SeqWrap(nn.Sequential):
         T, B = x.shape[:2]
         y = super().forward(x.flatten(0, 1))
         return y.reshape(T, B, *y.shape[1:])
+
+
+class TdBatchNorm2d(nn.BatchNorm2d):
+    """Threshold-dependent BatchNorm (tdBN; Zheng et al., AAAI 2021) for spike sequences.
+
+    Statistics span time, batch and space: for ``x`` of shape ``[T, B, C, H, W]``
+
+        y[t, b, c] = lambda_c * (x[t, b, c] - mu_c) / sqrt(var_c + eps) + beta_c,
+
+    with ``mu_c, var_c`` over ``(T, B, H, W)``. The scale starts at ``lambda_c = alpha * V_th`` so that
+    the next neuron's pre-activations have a spread matched to its threshold (``alpha = 1/sqrt(2)``
+    for a block with two summed branches, as in the paper; 1 otherwise).
+
+    Shapes: ``[T, B, C, H, W] -> [T, B, C, H, W]``, or an already flattened ``[T*B, C, H, W]``
+    (inside :class:`SeqWrap`). The parameters and buffers are those of ``nn.BatchNorm2d``, so a
+    state dict moves between the two, and BatchNorm folding at export treats it as one.
+    """
+
+    def __init__(self, num_features: int, v_threshold: float = 1.0, alpha: float = 1.0 / math.sqrt(2.0),
+                 eps: float = 1e-5, momentum: float | None = 0.1) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        if v_threshold <= 0 or alpha <= 0:
+            raise ValueError(f"tdBN needs v_threshold > 0 and alpha > 0, got {v_threshold}, {alpha}")
+        self.v_threshold, self.alpha = float(v_threshold), float(alpha)
+        nn.init.constant_(self.weight, self.alpha * self.v_threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 5:
+            return super().forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, v_threshold={self.v_threshold}, alpha={self.alpha:.4g}"
 
 
 def repeat_time(x: torch.Tensor, T: int) -> torch.Tensor:

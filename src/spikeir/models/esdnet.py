@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import repeat_time
+from ..layers import TdBatchNorm2d, repeat_time
 from ..neurons import LIF, BaseNeuron
 
-__all__ = ["ESDNet", "ESDNetANN", "SRB", "MDA", "FRB"]
+__all__ = ["ESDNet", "ESDNetANN", "SRB", "MDA", "FRB", "TdBatchNorm2d"]
 
 TDBN_ALPHA = 1.0 / math.sqrt(2.0)
 
@@ -60,11 +60,10 @@ class _Parts:
         return lif
 
     def bn(self, c: int, v_scale: float = 1.0) -> nn.BatchNorm2d:
-        """tdBN: BatchNorm over ``[T*B, C, H, W]``, weight ``alpha * V_th`` of the next layer."""
-        bn = nn.BatchNorm2d(c)
+        """tdBN (weight ``alpha * V_th * v_scale``) when spiking, plain BatchNorm for the ANN twin."""
         if self.spiking:
-            nn.init.constant_(bn.weight, TDBN_ALPHA * self.v_threshold * v_scale)
-        return bn
+            return TdBatchNorm2d(c, v_threshold=self.v_threshold, alpha=TDBN_ALPHA * v_scale)
+        return nn.BatchNorm2d(c)
 
 
 class _Seq(nn.Sequential):
@@ -130,10 +129,27 @@ class MDA(nn.Module):
 
 
 class SRB(nn.Module):
-    """Spiking residual block: ``MDA(residual(x) + shortcut(x)) + x``, ``[T,B,C,H,W]`` kept."""
+    """Spiking residual block: ``MDA(residual(x) + shortcut(x)) + x``.
 
-    def __init__(self, channels: int, parts: _Parts) -> None:
+    ``residual`` is LIF -> conv3x3 -> tdBN -> LIF -> conv3x3 -> tdBN (scale ``0.2``: the branch
+    starts small), ``shortcut`` conv3x3 -> tdBN on the block's real-valued input. The attention
+    (:class:`MDA`) rescales the sum, the membrane input of the next block's first LIF.
+
+    Args:
+        channels: ``C``, kept.
+        T: time steps of the input sequence (the temporal attention is sized by it).
+        v_threshold, tau: of the LIF neurons (hard reset to 0, ``decay_input=False``, sigmoid
+            surrogate), as in ESDNet.
+        spiking: ``False`` builds the ANN twin's block (ReLU, BatchNorm, no temporal attention).
+
+    Shape: ``[T, B, C, H, W] -> [T, B, C, H, W]`` (``T = 1`` for the ANN twin).
+    """
+
+    def __init__(self, channels: int, T: int = 4, v_threshold: float = 0.15, tau: float = 2.0,
+                 spiking: bool = True, *, parts: _Parts | None = None) -> None:
         super().__init__()
+        if parts is None:
+            parts = _Parts(T=T, v_threshold=v_threshold, tau=tau, spiking=spiking)
         c = channels
         self.residual = _Seq(parts.act(), _conv(c, c), parts.bn(c), parts.act(), _conv(c, c), parts.bn(c, 0.2))
         self.shortcut = _Seq(_conv(c, c), parts.bn(c))
@@ -247,7 +263,7 @@ class ESDNet(nn.Module):
         p = _Parts(T=T, v_threshold=v_threshold, tau=tau, spiking=self._spiking)
 
         def stack(c: int, n: int) -> nn.Sequential:
-            return nn.Sequential(*[SRB(c, p) for _ in range(n)])
+            return nn.Sequential(*[SRB(c, parts=p) for _ in range(n)])
 
         D = dim
         self.patch_embed = PatchEmbed(in_channels, D)
