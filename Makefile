@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.spikeir-installed
 
-.PHONY: setup demo test lint docs wheel-check bench browser clean
+.PHONY: setup demo test lint docs wheel-check bench claims browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test: $(STAMP) lint docs browser
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_neurons.py --json benchmarks/results/neurons.json
+
+# CLAIMS.md and benchmarks/results/claims.json from the evidence files; an experiment whose evidence
+# is missing runs first (hours on a CPU; `python benchmarks/claims.py --rerun KEY` runs one again)
+claims: $(STAMP)
+	$(PY) benchmarks/claims.py --run
 
 clean:
 	rm -rf $(VENV) build dist site src/*.egg-info demo_out

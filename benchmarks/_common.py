@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -144,10 +143,11 @@ def mib(nbytes: float | None) -> str:
 
 
 def write_json(path: str | Path, data: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
+    """Write a result file atomically (a cut run never leaves half a JSON), replacing the old one."""
+    from spikeir.io import write_json_atomic
+
+    write_json_atomic(path, data, overwrite=True)
+    return Path(path)
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -158,3 +158,20 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
 
     line = fmt(headers)
     return "\n".join([line, "-" * len(line), *(fmt(r) for r in rows)])
+
+
+def train_or_reuse(run: Path, cfg: dict, reuse: bool) -> Path:
+    """Train ``cfg`` into ``run`` and return its model file; with ``reuse``, a finished run is kept
+    and a run cut short (checkpoints, no model file) is resumed. An existing run is never
+    overwritten without ``reuse``."""
+    from spikeir.train import train
+
+    run = Path(run)
+    if reuse and (run / "model.safetensors").is_file():
+        return run / "model.safetensors"
+    resume = reuse and any((run / "checkpoints").glob("step_*.pt"))
+    if run.exists() and not resume:
+        raise SystemExit(f"{run} exists; remove it or pass --reuse")
+    print(f"{'resuming' if resume else 'training'} {run.name} ({cfg['train']['steps']} steps)", flush=True)
+    train(cfg, run, progress=False, resume=resume)
+    return run / "model.safetensors"

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_info, write_json  # noqa: E402
+from _common import machine_info, train_or_reuse, write_json  # noqa: E402
 from spikeir.config import load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
 from spikeir.energy import EnergyModel, measure  # noqa: E402
@@ -42,7 +42,7 @@ from spikeir.io import load_model  # noqa: E402
 from spikeir.models import DnCNN, SpikingDnCNN  # noqa: E402
 from spikeir.models.spiking_dncnn import init_from_ann  # noqa: E402
 from spikeir.plots import line_panel  # noqa: E402
-from spikeir.train import _center_crop, train  # noqa: E402
+from spikeir.train import _center_crop  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "dncnn-cpu-s25.yaml"
 FINETUNE = Path(__file__).resolve().parent.parent / "configs" / "spiden-cpu-s25.yaml"
@@ -94,15 +94,7 @@ def row(args, width: int, T: int, snn, ann, heldout, crops, ann_eval: dict, extr
 
 
 def trained(args: argparse.Namespace, name: str, cfg: dict) -> Path:
-    run = Path(args.runs) / name
-    if (run / "model.safetensors").is_file() and args.reuse:
-        return run / "model.safetensors"
-    resume = args.reuse and any((run / "checkpoints").glob("step_*.pt"))  # a run cut short: continue it
-    if run.exists() and not resume:
-        raise SystemExit(f"{run} exists; remove it or pass --reuse")
-    print(f"{'resuming' if resume else 'training'} {name} ({cfg['train']['steps']} steps)", flush=True)
-    train(cfg, run, progress=False, resume=resume)
-    return run / "model.safetensors"
+    return train_or_reuse(Path(args.runs) / name, cfg, args.reuse)
 
 
 def main() -> None:
@@ -122,6 +114,7 @@ def main() -> None:
                     help="firing-rate targets of the rate regulariser (third axis; empty: skip)")
     ap.add_argument("--rate-weight", type=float, default=0.01)
     ap.add_argument("--rate-T", type=int, default=4)
+    ap.add_argument("--rate-width", type=int, default=None, help="default: the first --width")
     ap.add_argument("--rate-steps", type=int, default=250)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -142,7 +135,7 @@ def main() -> None:
             snn = SpikingDnCNN(in_channels=1, depth=args.depth, width=width, T=T, neuron_kwargs={"v_init": "half"})
             init_from_ann(snn, qat, torch.zeros(1, 1, 8, 8))
             rows.append(row(args, width, T, snn, ann, heldout, crops, ann_eval, {"psnr_qat": qat_eval["psnr"]}))
-            if T != args.rate_T or not args.rate_targets:
+            if T != args.rate_T or width != (args.rate_width or args.width[0]) or not args.rate_targets:
                 continue
             for target in [None, *args.rate_targets]:
                 tag = "none" if target is None else f"{target:g}"
