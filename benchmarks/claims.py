@@ -59,7 +59,8 @@ EVIDENCE: dict[str, Evidence] = {
         "tradeoff.json", "tradeoff_sweep.py",
         ["--T", "1", "2", "4", "8", "16", "--width", "32", "16", "--ann",
          "32=src/spikeir/pretrained/dncnn-s25.safetensors", "--reuse", "--runs", "runs/sweep",
-         "--rate-targets", "0.2", "0.1", "0.05", "--rate-weight", "0.05", "--rate-steps", "200"],
+         "--width-T", "16=2,4,8", "--rate-targets", "0.2", "0.1", "0.05", "--rate-weight", "0.05",
+         "--rate-steps", "150"],
         ["--T", "1", "2", "--width", "6", "4", "--depth", "3", "--steps", "4", "--threads", "1",
          "--rate-T", "2", "--rate-targets", "0.1", "--rate-steps", "2", "--runs", "{results}/runs/sweep"]),
     "seeds_spiden": Evidence(
@@ -357,7 +358,7 @@ def build_rows(results: Path, failures: dict[str, str] | None = None) -> list[di
             problems[key] = f"unreadable evidence {path.name}: {e}"
     rows = []
     for c in CLAIMS:
-        row = {"id": c.id, "paper": PAPERS[c.paper], "claim": c.claim, "paper_value": c.paper_value,
+        row = {"id": c.id, "source": c.paper, "paper": PAPERS[c.paper], "claim": c.claim, "paper_value": c.paper_value,
                "measured": "-", "setting": "-", "command": "-", "evidence": [EVIDENCE[k].file for k in c.evidence],
                "rule": c.rule, "verdict": "", "reason": ""}
         cmds = [loaded[k].get("command") or " ".join(["python", f"benchmarks/{EVIDENCE[k].script}",

@@ -118,8 +118,17 @@ def convert_table() -> str:
     return "\n".join(lines)
 
 
+def claims_table() -> str:
+    d = json.loads((RESULTS / "claims.json").read_text())
+    lines = ["| paper | claim | measured here | verdict |", "|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['source']} | {r['claim']} | {r['measured']} | **{r['verdict']}** |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    for fn in (denoise_table, derain_table, convert_table, distill_table, tradeoff_table, neurons_table):
+    for fn in (denoise_table, derain_table, convert_table, distill_table, tradeoff_table, neurons_table,
+               claims_table):
         try:
             print(fn() + "\n")
         except FileNotFoundError as e:

@@ -101,6 +101,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--width", type=int, nargs="+", default=[32])
+    ap.add_argument("--width-T", nargs="*", default=[], metavar="WIDTH=T,T,...",
+                    help="run only these T at this width (default: every --T)")
     ap.add_argument("--depth", type=int, default=10)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
@@ -119,6 +121,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     given = {int(k): v for k, v in (a.split("=", 1) for a in args.ann)}
+    only_T = {int(k): [int(t) for t in v.split(",")] for k, v in (a.split("=", 1) for a in args.width_T)}
 
     heldout = builtin_images("heldout", gray=True)
     crops = [_center_crop(im, 256) for _, im in heldout]
@@ -128,7 +131,7 @@ def main() -> None:
         ann = load_model(ann_file, "cpu")
         assert isinstance(ann, DnCNN)
         ann_eval = evaluate_denoise(ann, heldout, 25.0, "cpu")["mean"]
-        for T in args.T:
+        for T in only_T.get(width, args.T):
             qat_file = trained(args, f"dncnn-q{T}-w{width}", recipe(args, width, T))
             qat = load_model(qat_file, "cpu")
             qat_eval = evaluate_denoise(qat, heldout, 25.0, "cpu")["mean"]
