@@ -59,7 +59,7 @@ EVIDENCE: dict[str, Evidence] = {
         "tradeoff.json", "tradeoff_sweep.py",
         ["--T", "1", "2", "4", "8", "16", "--width", "32", "16", "--ann",
          "32=src/spikeir/pretrained/dncnn-s25.safetensors", "--reuse", "--runs", "runs/sweep",
-         "--width-T", "16=2,4,8", "--rate-targets", "0.2", "0.1", "0.05", "--rate-weight", "0.05",
+         "--width-T", "16=2,4", "--rate-targets", "0.2", "0.1", "0.05", "--rate-weight", "0.05",
          "--rate-steps", "150"],
         ["--T", "1", "2", "--width", "6", "4", "--depth", "3", "--steps", "4", "--threads", "1",
          "--rate-T", "2", "--rate-targets", "0.1", "--rate-steps", "2", "--runs", "{results}/runs/sweep"]),
