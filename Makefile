@@ -44,6 +44,9 @@ test: $(STAMP) lint docs browser
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_neurons.py --json benchmarks/results/neurons.json
+	# the SpikingJelly reference is for the benchmark only, never a dependency of spikeir
+	$(VENV)/bin/pip install --no-deps spikingjelly==2.0.0 loguru
+	$(PY) benchmarks/bench_esdnet.py --threads 1 --json benchmarks/results/esdnet_bench.json
 
 # CLAIMS.md and benchmarks/results/claims.json from the evidence files; an experiment whose evidence
 # is missing runs first (hours on a CPU; `python benchmarks/claims.py --rerun KEY` runs one again)

@@ -87,6 +87,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
+from .layers import fold_bn_weights, fold_conv_bn
 from .models import DnCNN, ESDNet, ESDNetANN, SpikingDnCNN
 from .models.esdnet import FRB, MDA, SRB, Up, _PoolGate, _Seq
 from .models.spiking_dncnn import QuantReLU
@@ -137,28 +138,18 @@ def _atomic_output(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
 # ------------------------------------------------------------------------------ folding
 
 
-@torch.no_grad()
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias (float64) of ``bn(conv(x))`` as one convolution (BN in eval mode)."""
-    w = conv.weight.detach().double()
-    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-    if bn is not None:
-        if bn.running_mean is None or bn.running_var is None:
-            raise ExportError("BatchNorm without running statistics cannot be folded")
-        g = (bn.weight.detach().double() if bn.weight is not None else 1.0) / torch.sqrt(
-            bn.running_var.double() + bn.eps)
-        w = w * g.reshape(-1, 1, 1, 1)
-        b = (b - bn.running_mean.double()) * g + (bn.bias.detach().double() if bn.bias is not None else 0.0)
-    return w, b
+    try:
+        return fold_bn_weights(conv, bn)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
 
 
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> nn.Conv2d:
-    w, b = _fold(conv, bn)
-    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
-    out.weight.data.copy_(w.to(conv.weight.dtype))
-    out.bias.data.copy_(b.to(conv.weight.dtype))
-    return out
+    try:
+        return fold_conv_bn(conv, bn)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
 
 
 def _fold_children(mods: list[nn.Module]) -> list[nn.Module]:

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["SeqWrap", "TdBatchNorm2d", "repeat_time", "rate_encode"]
+__all__ = ["SeqWrap", "TdBatchNorm2d", "repeat_time", "rate_encode", "fold_bn_weights", "fold_conv_bn"]
 
 
 class SeqWrap(nn.Sequential):
@@ -74,3 +74,31 @@ def rate_encode(x: torch.Tensor, T: int, generator: torch.Generator | None = Non
         raise ValueError(f"T must be >= 1, got {T}")
     p = x.clamp(0, 1).unsqueeze(0).expand(T, *x.shape)
     return torch.bernoulli(p, generator=generator)
+
+
+@torch.no_grad()
+def fold_bn_weights(conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias (float64) of ``bn(conv(x))`` as one convolution, ``bn`` in eval mode:
+    ``w' = w * g``, ``b' = (b - mu) * g + beta`` with ``g = gamma / sqrt(var + eps)`` per channel."""
+    w = conv.weight.detach().double()
+    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    if bn is not None:
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError("BatchNorm without running statistics cannot be folded")
+        g = (bn.weight.detach().double() if bn.weight is not None else 1.0) / torch.sqrt(
+            bn.running_var.double() + bn.eps)
+        w = w * g.reshape(-1, 1, 1, 1)
+        b = (b - bn.running_mean.double()) * g + (bn.bias.detach().double() if bn.bias is not None else 0.0)
+    return w, b
+
+
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> nn.Conv2d:
+    """``conv`` followed by eval-mode ``bn`` as one new convolution with bias (folded in float64,
+    stored in the convolution's dtype)."""
+    w, b = fold_bn_weights(conv, bn)
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+    out.weight.data.copy_(w.to(conv.weight.dtype))
+    out.bias.data.copy_(b.to(conv.weight.dtype))
+    return out

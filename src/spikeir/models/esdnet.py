@@ -22,14 +22,17 @@ Submodule names follow the authors' release, so a released state dict loads as i
 
 from __future__ import annotations
 
+import copy
 import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from ..layers import TdBatchNorm2d, repeat_time
+from ..layers import TdBatchNorm2d, fold_conv_bn, repeat_time
 from ..neurons import LIF, BaseNeuron
 
 __all__ = ["ESDNet", "ESDNetANN", "SRB", "MDA", "FRB", "TdBatchNorm2d"]
@@ -155,8 +158,14 @@ class SRB(nn.Module):
         self.shortcut = _Seq(_conv(c, c), parts.bn(c))
         self.attn = MDA(parts.T, c, temporal=parts.spiking)
 
+    checkpoint_attention = False  # set by ESDNet(checkpoint_attention=True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attn(self.residual(x) + self.shortcut(x)) + x
+        u = self.residual(x) + self.shortcut(x)
+        if self.checkpoint_attention and self.training and torch.is_grad_enabled():
+            # the attention is cheap elementwise work but keeps three block-sized tensors
+            return checkpoint(self.attn, u, use_reentrant=False, preserve_rng_state=False) + x
+        return self.attn(u) + x
 
 
 class Down(nn.Module):
@@ -230,6 +239,15 @@ class ESDNet(nn.Module):
         T: time steps; the temporal attention follows it (``T -> max(1, T//4) -> T``).
         v_threshold: LIF threshold (0.15), also the tdBN weight scale.
         tau: LIF time constant (2).
+        checkpoint_blocks: in training, keep only each block's input for backward and recompute
+            the block's forward there (activation checkpointing of every SRB, Down and Up):
+            less memory, about one extra forward of compute. Same outputs, gradients and
+            BatchNorm running statistics; no effect in eval mode or under ``torch.no_grad()``.
+        checkpoint_attention: in training, recompute only each SRB's attention (:class:`MDA`)
+            in backward: drops three of the block's saved tensors for a few cheap elementwise
+            passes (no convolution is recomputed). Same results, as above.
+
+    For fast inference use :meth:`fold_bn` (BatchNorm folded into the convolutions).
 
     Shape: ``[B, C, H, W] -> [B, C, H, W]``, any ``H, W``: the input is reflect-padded to a
     multiple of 4 (replicate when too small to reflect) and the output cropped back.
@@ -247,6 +265,8 @@ class ESDNet(nn.Module):
         T: int = 4,
         v_threshold: float = 0.15,
         tau: float = 2.0,
+        checkpoint_blocks: bool = False,
+        checkpoint_attention: bool = False,
     ) -> None:
         super().__init__()
         if in_channels != out_channels:
@@ -260,6 +280,7 @@ class ESDNet(nn.Module):
         if self._spiking:
             self.config.update(T=T, v_threshold=v_threshold, tau=tau)
         self.T = T
+        self.checkpoint_blocks = bool(checkpoint_blocks)  # a training option, not architecture: not in config
         p = _Parts(T=T, v_threshold=v_threshold, tau=tau, spiking=self._spiking)
 
         def stack(c: int, n: int) -> nn.Sequential:
@@ -280,6 +301,17 @@ class ESDNet(nn.Module):
         self.decoder_level1 = stack(2 * D, de[0])
         self.refinement = FRB(2 * D)
         self.output = nn.Sequential(_conv(2 * D, out_channels, bias=True))
+        self.checkpoint_attention = checkpoint_attention
+
+    @property
+    def checkpoint_attention(self) -> bool:
+        return all(b.checkpoint_attention for b in self.modules() if isinstance(b, SRB))
+
+    @checkpoint_attention.setter
+    def checkpoint_attention(self, on: bool) -> None:
+        for b in self.modules():
+            if isinstance(b, SRB):
+                b.checkpoint_attention = bool(on)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         H, W = img.shape[-2:]
@@ -289,14 +321,59 @@ class ESDNet(nn.Module):
             mode = "reflect" if H > ph and W > pw else "replicate"
             x = F.pad(img, (0, pw, 0, ph), mode=mode)
         x0 = repeat_time(self.patch_embed(x), self.T)  # [T,B,D,H,W], T identical views
-        e1 = self.encoder_level1(x0)
-        e2 = self.encoder_level2(self.down1_2(e1))
-        e3 = self.encoder_level3(self.down2_3(e2))
-        d3 = self.decoder_level3(e3)
-        d2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(d3), e2], 2)))
-        d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], 2))
+        run = self._checkpointed if self.checkpoint_blocks and self.training and torch.is_grad_enabled() else _call
+        e1 = run(self.encoder_level1, x0)
+        e2 = run(self.encoder_level2, run(self.down1_2, e1))
+        e3 = run(self.encoder_level3, run(self.down2_3, e2))
+        d3 = run(self.decoder_level3, e3)
+        d2 = run(self.decoder_level2, run(self.reduce_chan_level2, torch.cat([run(self.up3_2, d3), e2], 2)))
+        d1 = run(self.decoder_level1, torch.cat([run(self.up2_1, d2), e1], 2))
         out = self.output(self.refinement(d1.mean(0))) + x
         return out[..., :H, :W]
+
+    @staticmethod
+    def _checkpointed(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``m(x)`` keeping only block inputs for backward; a level (a stack of SRBs) is
+        checkpointed block by block, so backward holds one block's activations at a time."""
+        blocks = list(m) if type(m) is nn.Sequential else [m]
+        for b in blocks:
+            x = checkpoint(b, x, use_reentrant=False, preserve_rng_state=False,  # no randomness inside
+                           context_fn=lambda b=b: (nullcontext(), _keep_bn_stats(b)))
+        return x
+
+    @torch.no_grad()
+    def fold_bn(self) -> ESDNet:
+        """An inference copy (eval mode, no gradients) with every eval-mode (td)BatchNorm folded
+        into the convolution before it: ``conv -> BN`` becomes one convolution with bias, which
+        saves a pass over each activation. Same outputs as ``self.eval()`` up to float rounding.
+
+        The copy's state dict has no BatchNorm entries: keep ``self`` for training and saving."""
+        m = copy.deepcopy(self).eval()
+        for seq in m.modules():
+            if isinstance(seq, _Seq):
+                for i in range(len(seq) - 1):
+                    if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                        seq[i], seq[i + 1] = fold_conv_bn(seq[i], seq[i + 1]), nn.Identity()
+        return m.requires_grad_(False)
+
+
+def _call(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return m(x)
+
+
+@contextmanager
+def _keep_bn_stats(m: nn.Module):
+    """Undo the running-statistics update of a checkpoint's recomputed forward (the first
+    forward already made it; batch statistics, hence outputs, are the same both times)."""
+    saved = [(b, b.running_mean.clone(), b.running_var.clone(), b.num_batches_tracked.clone())
+             for b in m.modules() if isinstance(b, nn.BatchNorm2d) and b.track_running_stats]
+    try:
+        yield
+    finally:  # also when the recomputation stops early (it raises to stop)
+        for b, mean, var, n in saved:
+            b.running_mean.copy_(mean)
+            b.running_var.copy_(var)
+            b.num_batches_tracked.copy_(n)
 
 
 class ESDNetANN(ESDNet):
@@ -306,5 +383,7 @@ class ESDNetANN(ESDNet):
     _spiking = False
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, dim: int = 48,
-                 en_num_blocks=(4, 4, 8), de_num_blocks=(2, 2, 2)) -> None:
-        super().__init__(in_channels, out_channels, dim, en_num_blocks, de_num_blocks, T=1)
+                 en_num_blocks=(4, 4, 8), de_num_blocks=(2, 2, 2), checkpoint_blocks: bool = False,
+                 checkpoint_attention: bool = False) -> None:
+        super().__init__(in_channels, out_channels, dim, en_num_blocks, de_num_blocks, T=1,
+                         checkpoint_blocks=checkpoint_blocks, checkpoint_attention=checkpoint_attention)
