@@ -1,6 +1,11 @@
 """Print the README's result tables (markdown) from the JSON files in benchmarks/results/.
 
-    python benchmarks/readme_tables.py
+    python benchmarks/readme_tables.py                  # print every table
+    python benchmarks/readme_tables.py --write README.md
+
+With ``--write``, each block between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in the
+file is replaced by the table ``NAME`` (``tradeoff``, ``claims``, ...), so quoted numbers come
+from the result files, never from a hand copy.
 """
 
 from __future__ import annotations
@@ -126,10 +131,40 @@ def claims_table() -> str:
     return "\n".join(lines)
 
 
+TABLES = {"denoise": denoise_table, "derain": derain_table, "convert": convert_table, "distill": distill_table,
+          "tradeoff": tradeoff_table, "neurons": neurons_table, "claims": claims_table}
+
+
+def write_tables(path: Path) -> list[str]:
+    """Replace every marked table block in ``path`` (atomically); returns the names replaced."""
+    import os
+    import re
+
+    text = path.read_text()
+    done = []
+
+    def fill(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in TABLES:
+            raise SystemExit(f"{path}: unknown table {name!r}; known: {', '.join(TABLES)}")
+        done.append(name)
+        return f"<!-- table:{name} -->\n{TABLES[name]()}\n<!-- /table:{name} -->"
+
+    new = re.sub(r"<!-- table:(\w+) -->.*?<!-- /table:\1 -->", fill, text, flags=re.S)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(new)
+    os.replace(tmp, path)
+    return done
+
+
 if __name__ == "__main__":
-    for fn in (denoise_table, derain_table, convert_table, distill_table, tradeoff_table, neurons_table,
-               claims_table):
-        try:
-            print(fn() + "\n")
-        except FileNotFoundError as e:
-            print(f"(missing: {e.filename})\n")
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--write":
+        print("replaced:", ", ".join(write_tables(Path(sys.argv[2]))) or "nothing")
+    else:
+        for fn in TABLES.values():
+            try:
+                print(fn() + "\n")
+            except FileNotFoundError as e:
+                print(f"(missing: {e.filename})\n")
