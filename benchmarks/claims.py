@@ -65,8 +65,8 @@ EVIDENCE: dict[str, Evidence] = {
          "--rate-T", "2", "--rate-targets", "0.1", "--rate-steps", "2", "--runs", "{results}/runs/sweep"]),
     "seeds_spiden": Evidence(
         "seeds_spiden.json", "seed_pairs.py", ["--pair", "spiden", "--seeds", "0", "1", "2", "--reuse"],
-        ["--pair", "spiden", "--seeds", "0", "1", "2", "--steps", "3", "--width", "4", "--depth", "3", "--crop", "64",
-         "--threads", "1", "--runs", "{results}/runs/seeds-spiden"]),
+        ["--pair", "spiden", "--seeds", "0", "1", "2", "--steps", "3", "--ft-steps", "2", "--width", "4",
+         "--depth", "3", "--crop", "64", "--threads", "1", "--runs", "{results}/runs/seeds-spiden"]),
     "seeds_esdnet": Evidence(
         "seeds_esdnet.json", "seed_pairs.py", ["--pair", "esdnet", "--seeds", "0", "1", "2", "--reuse"],
         ["--pair", "esdnet", "--seeds", "0", "1", "2", "--steps", "2", "--dim", "4", "--patch", "32", "--crop", "64",
@@ -122,6 +122,13 @@ def _converted_rows(d: dict, width: int | None = None) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- SPIDEN
+def _snn_recipe(d: dict) -> str:
+    if d.get("snn_recipe") == "two-stage":
+        return (f"quantisation-aware twin {d['steps']} steps, then {d['ft_steps']} steps of spike-domain BPTT "
+                f"(the bundled spiden-s25's recipe); ANN {d['steps'] + d['ft_steps']} steps")
+    return f"trained from scratch by the ANN's recipe, {d['steps']} steps each"
+
+
 def check_spiden_gap(ev: dict) -> dict:
     d = ev["seeds_spiden"]
     g, s = d["summary"]["gap_db"], d["summary"]
@@ -129,7 +136,7 @@ def check_spiden_gap(ev: dict) -> dict:
     verdict = "reproduced" if g["mean"] <= 0.25 else "partly" if g["mean"] <= 0.75 else "not reproduced"
     return {"measured": f"gap ANN - SNN {_pm(g)}: SNN {_pm(s['psnr_snn'])}, ANN {_pm(s['psnr_ann'])}",
             "setting": f"{d['protocol']}; spiking_dncnn depth {model['depth']} width {model['width']} T {model['T']} "
-                       f"vs its dncnn twin, one recipe, {d['steps']} steps; {_hw(d)}",
+                       f"vs its dncnn twin; SNN: {_snn_recipe(d)}; {_hw(d)}",
             "verdict": verdict, "seeds": _seeds(d)}
 
 

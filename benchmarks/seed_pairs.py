@@ -6,6 +6,11 @@ optimiser, loss; only the model differs), then evaluated on held-out images and 
 
 * ``--pair spiden``: ``spiking_dncnn`` (IF, T steps) vs ``dncnn``, the recipe of the bundled twin
   (``configs/dncnn-cpu-s25.yaml``) at ``--width``/``--depth``; gray, sigma 25, ``builtin:heldout``.
+  The SNN is trained as the bundled ``spiden-s25`` is (``--snn-recipe two-stage``, the default): a
+  quantisation-aware twin for ``--steps`` steps, then ``--ft-steps`` steps of spike-domain BPTT
+  from it (stage 2 of ``configs/spiden-cpu-s25.yaml``); the ANN gets ``--steps + --ft-steps``
+  steps, so both see as many batches. ``--snn-recipe scratch`` trains the SNN from scratch by the
+  ANN's recipe instead.
 * ``--pair esdnet``: ``esdnet`` vs ``esdnet_ann``, the recipe of the bundled ``esdnet-s``
   (``configs/esdnet-small-cpu.yaml``) at ``--dim`` with one block per level; synthetic light and
   heavy rain (seed 20000, never drawn in training) over ``builtin:heldout``, Y-channel PSNR/SSIM.
@@ -42,22 +47,49 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RAIN_SEED = 20_000
 
 
-def recipe(args: argparse.Namespace, spiking: bool, seed: int) -> dict:
+def recipe(args: argparse.Namespace, spiking: bool, seed: int, quant: bool = False) -> dict:
+    steps = args.steps
     if args.pair == "spiden":
         cfg = load_config(CONFIGS / "dncnn-cpu-s25.yaml")
         cfg["model"] = {"name": "dncnn", "in_channels": 1, "depth": args.depth, "width": args.width}
         if spiking:
             cfg["model"].update(name="spiking_dncnn", T=args.T, neuron_kwargs={"v_init": "half"})
+        elif quant:
+            cfg["model"]["quant_T"] = args.T
+        elif args.snn_recipe == "two-stage":
+            steps = args.steps + args.ft_steps  # as many batches as the SNN's two stages
     else:
         cfg = load_config(CONFIGS / "esdnet-small-cpu.yaml")
         blocks = {"en_num_blocks": [1, 1, 1], "de_num_blocks": [1, 1, 1]}
         cfg["model"] = ({"name": "esdnet", "dim": args.dim, "T": args.T, **blocks} if spiking
                         else {"name": "esdnet_ann", "dim": args.dim, **blocks})
         cfg["data"]["patch"] = args.patch
-    cfg["train"].update({"steps": args.steps, "seed": seed, "threads": args.threads,
-                         "val_every": args.steps, "ckpt_every": max(50, args.steps // 4)})
-    cfg["sched"]["warmup"] = min(cfg["sched"].get("warmup", 0), args.steps // 10)
+    cfg["train"].update({"steps": steps, "seed": seed, "threads": args.threads,
+                         "val_every": steps, "ckpt_every": max(50, steps // 4)})
+    cfg["sched"]["warmup"] = min(cfg["sched"].get("warmup", 0), steps // 10)
     return cfg
+
+
+def finetune_recipe(args: argparse.Namespace, seed: int, init: Path) -> dict:
+    """Stage 2 of spiden-s25: spike-domain BPTT from the quantisation-aware twin ``init``."""
+    cfg = load_config(CONFIGS / "spiden-cpu-s25.yaml")
+    cfg["model"] = {"name": "spiking_dncnn", "in_channels": 1, "depth": args.depth, "width": args.width,
+                    "T": args.T, "neuron_kwargs": {"v_init": "half"}}
+    steps = args.ft_steps
+    cfg["train"].update({"steps": steps, "seed": seed + 1000, "init_from": str(init), "threads": args.threads,
+                         "val_every": steps, "ckpt_every": max(50, steps // 4)})
+    cfg["sched"]["warmup"] = min(cfg["sched"].get("warmup", 0), steps // 10)
+    return cfg
+
+
+def train_snn(args: argparse.Namespace, runs: Path, seed: int) -> tuple[Path, dict]:
+    """The SNN of this seed (trained or reused) and the model config it was trained with."""
+    if args.pair == "spiden" and args.snn_recipe == "two-stage":
+        qat = train_or_reuse(runs / f"qat-seed{seed}", recipe(args, False, seed, quant=True), args.reuse)
+        cfg = finetune_recipe(args, seed, qat)
+        return train_or_reuse(runs / f"snn2-seed{seed}", cfg, args.reuse), cfg
+    cfg = recipe(args, True, seed)
+    return train_or_reuse(runs / f"snn-seed{seed}", cfg, args.reuse), cfg
 
 
 def held_out(args: argparse.Namespace) -> tuple[list, list[torch.Tensor]]:
@@ -92,6 +124,9 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=None, help="default: 800 (spiden), 400 (esdnet)")
     ap.add_argument("--T", type=int, default=4)
+    ap.add_argument("--snn-recipe", choices=["two-stage", "scratch"], default="two-stage",
+                    help="spiden: how the SNN is trained (see above)")
+    ap.add_argument("--ft-steps", type=int, default=200, help="spiden two-stage: spike-domain steps")
     ap.add_argument("--width", type=int, default=16, help="spiden: channels")
     ap.add_argument("--depth", type=int, default=10, help="spiden: layers")
     ap.add_argument("--dim", type=int, default=8, help="esdnet: channels of the first level")
@@ -115,8 +150,11 @@ def main() -> int:
         models = {}
         for kind, spiking in (("snn", True), ("ann", False)):
             t0 = time.perf_counter()
-            cfg = recipe(args, spiking, seed)
-            path = train_or_reuse(runs / f"{kind}-seed{seed}", cfg, args.reuse)
+            if spiking:
+                path, cfg = train_snn(args, runs, seed)
+            else:
+                cfg = recipe(args, False, seed)
+                path = train_or_reuse(runs / f"{kind}-seed{seed}", cfg, args.reuse)
             models[kind] = load_model(path, "cpu")
             ev = evaluate(args, models[kind], data)
             row[kind] = {"psnr": ev["psnr"], "ssim": ev["ssim"], "firing_rate": ev["firing_rate"],
@@ -141,8 +179,10 @@ def main() -> int:
     }
     protocol = ("builtin:heldout gray, sigma 25, seed 0 per image; uint8 output" if args.pair == "spiden" else
                 f"synthetic light+heavy rain (seed {RAIN_SEED}) over builtin:heldout; uint8 output; BT.601 Y")
+    snn_recipe = args.snn_recipe if args.pair == "spiden" else "scratch"
     result = {"benchmark": f"seed_pairs/{args.pair}", "command": " ".join(["python"] + sys.argv),
               "pair": args.pair, "seeds": args.seeds, "steps": args.steps, "T": args.T, "protocol": protocol,
+              "snn_recipe": snn_recipe, "ft_steps": args.ft_steps if snn_recipe == "two-stage" else None,
               "energy_crop": args.crop, "rows": rows, "summary": summary,
               "machine": machine_info(torch.device("cpu"), args.threads)}
     write_json(out, result)
