@@ -97,6 +97,18 @@ def trained(args: argparse.Namespace, name: str, cfg: dict) -> Path:
     return train_or_reuse(Path(args.runs) / name, cfg, args.reuse)
 
 
+def plot(rows: list[dict], png: Path) -> None:
+    """PSNR against 45 nm energy: one line per width over T, the rate_reg runs, the ANN twins."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        key = f"SNN w{r['width']} T{r['T']} reg" if "finetune_steps" in r else f"SNN w{r['width']} over T"
+        series.setdefault(key, []).append((r["energy_45nm_j"]["snn"] * 1e6, r["psnr_snn"]))
+    for width in dict.fromkeys(r["width"] for r in rows):
+        r = next(x for x in rows if x["width"] == width)
+        series[f"ANN w{width}"] = [(r["energy_45nm_j"]["ann"] * 1e6, r["psnr_ann"])]
+    line_panel("PSNR (dB) against energy per 256x256 image (uJ, 45 nm ops)", series, size=(640, 340)).save(png)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8, 16])
@@ -118,7 +130,11 @@ def main() -> None:
     ap.add_argument("--rate-T", type=int, default=4)
     ap.add_argument("--rate-width", type=int, default=None, help="default: the first --width")
     ap.add_argument("--rate-steps", type=int, default=250)
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON, train nothing")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads(Path(args.json).read_text())["rows"], Path(args.png or Path(args.json).with_suffix(".png")))
+        return
     torch.set_num_threads(args.threads)
     given = {int(k): v for k, v in (a.split("=", 1) for a in args.ann)}
     only_T = {int(k): [int(t) for t in v.split(",")] for k, v in (a.split("=", 1) for a in args.width_T)}
@@ -160,18 +176,8 @@ def main() -> None:
         "machine": machine_info(torch.device("cpu"), args.threads),
     }
     write_json(args.json, result)
-    series: dict[str, list[tuple[float, float]]] = {}
-    for r in rows:
-        if "finetune_steps" in r:
-            key = f"SNN w{r['width']} T{r['T']} fine-tuned, rate targets"
-        else:
-            key = f"SNN w{r['width']} converted, T sweep"
-        series.setdefault(key, []).append((r["energy_45nm_j"]["snn"] * 1e6, r["psnr_snn"]))
-    for width in args.width:
-        r = next(x for x in rows if x["width"] == width)
-        series[f"ANN w{width}"] = [(r["energy_45nm_j"]["ann"] * 1e6, r["psnr_ann"])]
     png = Path(args.png or Path(args.json).with_suffix(".png"))
-    line_panel("PSNR (dB) against energy per 256x256 image (uJ, 45 nm ops)", series, size=(640, 340)).save(png)
+    plot(rows, png)
     print(json.dumps({"json": args.json, "png": str(png)}))
 
 
