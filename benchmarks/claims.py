@@ -259,8 +259,12 @@ def check_distill_convergence(ev: dict) -> dict:
         verdict = "partly"
     else:
         verdict = "not reproduced"
-    return {"measured": f"steps to the baseline's final {d['target_psnr']:.2f} dB: distilled {reach['distill']}, "
-                        f"baseline {reach['baseline']}; at step {first['distill'][0]}: distilled "
+    def steps(n: int | None) -> str:
+        return "never" if n is None else str(n)
+
+    return {"measured": f"steps to the baseline's final {d['target_psnr']:.2f} dB: distilled "
+                        f"{steps(reach['distill'])}, baseline {steps(reach['baseline'])}; "
+                        f"at step {first['distill'][0]}: distilled "
                         f"{first['distill'][1]:.2f} vs baseline {first['baseline'][1]:.2f} dB; final "
                         f"{d['final_psnr']['distill']:.2f} vs {d['final_psnr']['baseline']:.2f} dB",
             "setting": f"student spiking_dncnn width {d['student']['width']} depth {d['student']['depth']} "
