@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -175,3 +176,65 @@ def train_or_reuse(run: Path, cfg: dict, reuse: bool) -> Path:
     print(f"{'resuming' if resume else 'training'} {run.name} ({cfg['train']['steps']} steps)", flush=True)
     train(cfg, run, progress=False, resume=resume)
     return run / "model.safetensors"
+
+
+RESULT_TAG = "@@RESULT "
+
+
+def memory_probe(device: torch.device):
+    """Starts a peak-memory window; the returned function reads the growth since then (peak RSS,
+    and on CUDA the peak allocated bytes)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        cuda_base = torch.cuda.memory_allocated(device)
+    rss_base, rss_method = reset_peak_rss()
+
+    def read() -> dict:
+        peak = peak_rss_bytes()
+        out = {"rss_peak_delta_bytes": peak - rss_base, "rss_peak_bytes": peak, "rss_method": rss_method}
+        if device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(device)
+            out["cuda_peak_bytes"] = peak
+            out["cuda_peak_delta_bytes"] = peak - cuda_base
+        return out
+
+    return read
+
+
+def time_interleaved(tasks: dict, errors: dict[str, str], warmup: int, repeats: int,
+                     device: torch.device) -> dict:
+    """Time ``task.step()`` of every task, ``warmup + repeats`` rounds, rotating the order each
+    round so that drift in machine load falls on every variant alike; a task that raises is
+    recorded in ``errors`` and dropped. Returns ``{"times": {name: [s, ...]}, "errors": errors}``."""
+    import time
+
+    times: dict[str, list[float]] = {v: [] for v in tasks}
+    for i in range(warmup + repeats):
+        live = [v for v in tasks if v not in errors]
+        k = i % max(len(live), 1)
+        for v in live[k:] + live[:k]:
+            sync(device)
+            t0 = time.perf_counter()
+            try:
+                tasks[v].step()
+            except Exception as e:  # noqa: BLE001
+                errors[v] = f"{type(e).__name__}: {e}"
+                continue
+            sync(device)
+            if i >= warmup:
+                times[v].append(time.perf_counter() - t0)
+    return {"times": {v: t for v, t in times.items() if v not in errors}, "errors": errors}
+
+
+def spawn_worker(script: str | Path, spec: dict) -> dict:
+    """Run ``script --_worker SPEC`` in a fresh process (clean peak-memory counters) and return the
+    JSON it prints after :data:`RESULT_TAG`, or ``{"error": ...}``."""
+    import subprocess
+
+    cmd = [sys.executable, str(Path(script).resolve()), "--_worker", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    return {"error": f"worker exited with {proc.returncode}: " + " | ".join(tail)}

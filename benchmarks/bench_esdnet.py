@@ -35,7 +35,6 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -49,20 +48,21 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _common import (  # noqa: E402
+    RESULT_TAG,
     SavedTensorMeter,
     format_table,
     machine_info,
+    memory_probe,
     mib,
-    peak_rss_bytes,
-    reset_peak_rss,
     resolve_device,
+    spawn_worker,
     summarize,
     sync,
+    time_interleaved,
     write_json,
 )
 from spikeir.models import PRESETS, DnCNN, ESDNet, ESDNetANN, SpikingDnCNN  # noqa: E402
 
-RESULT_TAG = "@@RESULT "
 FIXTURE = HERE.parents[1] / "shared" / "fixtures" / "esdnet_reference_small.safetensors"
 ESDNET = {k: v for k, v in PRESETS["esdnet"].items() if k != "name"}
 ESDNET_SMALL = {k: v for k, v in PRESETS["esdnet-small"].items() if k != "name"}
@@ -191,20 +191,6 @@ class Task:
 # ----------------------------------------------------------------------------- workers
 
 
-def memory_probe(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        cuda_base = torch.cuda.memory_allocated(device)
-    rss_base, method = reset_peak_rss()
-
-    def read() -> dict:
-        out = {"rss_peak_delta_bytes": peak_rss_bytes() - rss_base, "rss_method": method}
-        if device.type == "cuda":
-            out["cuda_peak_delta_bytes"] = torch.cuda.max_memory_allocated(device) - cuda_base
-        return out
-
-    return read
-
 
 def memory_worker(spec: dict, device: torch.device) -> dict:
     cfg = spec["cfg"]
@@ -227,22 +213,7 @@ def timing_worker(spec: dict, device: torch.device) -> dict:
             tasks[v] = Task(spec["case"], v, cfg, device)
         except Exception as e:  # noqa: BLE001 - report and time the others
             errors[v] = f"{type(e).__name__}: {e}"
-    times: dict[str, list[float]] = {v: [] for v in tasks}
-    for i in range(cfg["warmup"] + cfg["repeats"]):
-        live = [v for v in tasks if v not in errors]
-        k = i % max(len(live), 1)
-        for v in live[k:] + live[:k]:
-            sync(device)
-            t0 = time.perf_counter()
-            try:
-                tasks[v].step()
-            except Exception as e:  # noqa: BLE001
-                errors[v] = f"{type(e).__name__}: {e}"
-                continue
-            sync(device)
-            if i >= cfg["warmup"]:
-                times[v].append(time.perf_counter() - t0)
-    return {"times": {v: t for v, t in times.items() if v not in errors}, "errors": errors}
+    return time_interleaved(tasks, errors, cfg["warmup"], cfg["repeats"], device)
 
 
 def tiled_worker(spec: dict, device: torch.device) -> dict:
@@ -274,13 +245,7 @@ def worker_main(spec: dict) -> None:
 
 
 def spawn(spec: dict) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-    return {"error": f"worker exited with {proc.returncode}: " + " | ".join(tail)}
+    return spawn_worker(__file__, spec)
 
 
 # ----------------------------------------------------------------------------- checks

@@ -32,7 +32,6 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -45,24 +44,25 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    RESULT_TAG,
     SavedTensorMeter,
     count_graph_nodes,
     format_table,
     machine_info,
+    memory_probe,
     mib,
-    peak_rss_bytes,
     ratio,
-    reset_peak_rss,
     resolve_device,
+    spawn_worker,
     summarize,
     sync,
+    time_interleaved,
     write_json,
 )
 from spikeir.neurons import LIF, reference_loop  # noqa: E402
 
 VARIANTS = ("spikeir", "naive", "spikingjelly", "ann")
 SNN_VARIANTS = ("spikeir", "naive", "spikingjelly")
-RESULT_TAG = "@@RESULT "
 TAU = 2.0
 ALPHA = 4.0
 
@@ -227,30 +227,11 @@ class Task:
         return res
 
 
-def _memory_probe(device: torch.device):
-    """Starts a peak-memory window; the returned function reads the growth since then."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        cuda_base = torch.cuda.memory_allocated(device)
-    rss_base, rss_method = reset_peak_rss()
-
-    def read() -> dict:
-        peak = peak_rss_bytes()
-        out = {"rss_peak_delta_bytes": peak - rss_base, "rss_peak_bytes": peak}
-        out["rss_method"] = rss_method
-        if device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(device)
-            out["cuda_peak_bytes"] = peak
-            out["cuda_peak_delta_bytes"] = peak - cuda_base
-        return out
-
-    return read
-
 
 def memory_worker(workload: str, variant: str, cfg: dict, device: torch.device) -> dict:
     """Peak memory of ``memory_steps`` steps in a fresh process, then the saved-tensor bytes."""
     task = Task(workload, variant, cfg, device)
-    probe = _memory_probe(device)
+    probe = memory_probe(device)
     values = [task.step() for _ in range(cfg["memory_steps"])]
     sync(device)
     res = probe()
@@ -270,22 +251,7 @@ def timing_worker(workload: str, variants: list[str], cfg: dict, device: torch.d
         except Exception as e:  # noqa: BLE001 - report and time the others
             errors[v] = f"{type(e).__name__}: {e}"
     repeats = cfg["repeats"] if workload == "network" else cfg["neuron_repeats"]
-    times: dict[str, list[float]] = {v: [] for v in tasks}
-    for i in range(cfg["warmup"] + repeats):
-        live = [v for v in tasks if v not in errors]
-        k = i % max(len(live), 1)
-        for v in live[k:] + live[:k]:
-            sync(device)
-            t0 = time.perf_counter()
-            try:
-                tasks[v].step()
-            except Exception as e:  # noqa: BLE001
-                errors[v] = f"{type(e).__name__}: {e}"
-                continue
-            sync(device)
-            if i >= cfg["warmup"]:
-                times[v].append(time.perf_counter() - t0)
-    return {"times": {v: t for v, t in times.items() if v not in errors}, "errors": errors}
+    return time_interleaved(tasks, errors, cfg["warmup"], repeats, device)
 
 
 def worker_main(spec: dict) -> None:
@@ -300,13 +266,7 @@ def worker_main(spec: dict) -> None:
 
 
 def spawn(spec: dict) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG) :])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-    return {"error": f"worker exited with {proc.returncode}: " + " | ".join(tail)}
+    return spawn_worker(__file__, spec)
 
 
 # ----------------------------------------------------------------------------- checks
