@@ -122,6 +122,18 @@ def _converted_rows(d: dict, width: int | None = None) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- SPIDEN
+def _grade(value: float, reproduced_up_to: float, partly_up_to: float) -> str:
+    """The verdict of a lower-is-better measure (a PSNR gap or drop) against the row's rule."""
+    return ("reproduced" if value <= reproduced_up_to else "partly" if value <= partly_up_to
+            else "not reproduced")
+
+
+def _gap(d: dict, label: str) -> tuple[dict, str]:
+    """The seed-pair summary's gap and its measured text (gap, then both PSNRs, mean +- std)."""
+    s = d["summary"]
+    return s["gap_db"], f"{label} {_pm(s['gap_db'])}: SNN {_pm(s['psnr_snn'])}, ANN {_pm(s['psnr_ann'])}"
+
+
 def _snn_recipe(d: dict) -> str:
     if d.get("snn_recipe") == "two-stage":
         return (f"quantisation-aware twin {d['steps']} steps, then {d['ft_steps']} steps of spike-domain BPTT "
@@ -131,13 +143,12 @@ def _snn_recipe(d: dict) -> str:
 
 def check_spiden_gap(ev: dict) -> dict:
     d = ev["seeds_spiden"]
-    g, s = d["summary"]["gap_db"], d["summary"]
+    g, measured = _gap(d, "gap ANN - SNN")
     model = d["rows"][0]["snn"]["model"]
-    verdict = "reproduced" if g["mean"] <= 0.25 else "partly" if g["mean"] <= 0.75 else "not reproduced"
-    return {"measured": f"gap ANN - SNN {_pm(g)}: SNN {_pm(s['psnr_snn'])}, ANN {_pm(s['psnr_ann'])}",
+    return {"measured": measured, "verdict": _grade(g["mean"], 0.25, 0.75),
             "setting": f"{d['protocol']}; spiking_dncnn depth {model['depth']} width {model['width']} T {model['T']} "
                        f"vs its dncnn twin; SNN: {_snn_recipe(d)}; {_hw(d)}",
-            "verdict": verdict, "seeds": _seeds(d)}
+            "seeds": _seeds(d)}
 
 
 def check_spiden_few_steps(ev: dict) -> dict:
@@ -147,7 +158,7 @@ def check_spiden_few_steps(ev: dict) -> dict:
     few = max((r for r in rows if r["T"] <= 4), key=lambda r: r["psnr_snn"])
     drop = best["psnr_snn"] - few["psnr_snn"]
     curve = ", ".join(f"T={r['T']} {r['psnr_snn']:.2f}" for r in sorted(rows, key=lambda r: r["T"]))
-    verdict = "reproduced" if drop <= 0.5 else "partly" if drop <= 1.5 else "not reproduced"
+    verdict = _grade(drop, 0.5, 1.5)
     return {"measured": f"best at T<=4: {few['psnr_snn']:.2f} dB (T={few['T']}), {drop:.2f} dB below the best over "
                         f"T (T={best['T']}); {curve} dB; ANN twin {rows[0]['psnr_ann']:.2f} dB",
             "setting": f"{d['protocol']}; width {rows[0]['width']}, depth {d['depth']}, QAT twin converted (no "
@@ -208,13 +219,12 @@ def check_spiden_larger(ev: dict) -> dict:
 # ----------------------------------------------------------------------------- ESDNet
 def check_esdnet_quality(ev: dict) -> dict:
     d = ev["seeds_esdnet"]
-    g, s = d["summary"]["gap_db"], d["summary"]
+    g, measured = _gap(d, "gap to the ANN twin")
     model = d["rows"][0]["snn"]["model"]
-    verdict = "reproduced" if g["mean"] <= 0.5 else "partly" if g["mean"] <= 1.5 else "not reproduced"
-    return {"measured": f"gap to the ANN twin {_pm(g)}: SNN {_pm(s['psnr_snn'])}, ANN {_pm(s['psnr_ann'])}",
+    return {"measured": measured, "verdict": _grade(g["mean"], 0.5, 1.5),
             "setting": f"{d['protocol']}; ESDNet dim {model['dim']}, blocks {model['en_num_blocks']}/"
                        f"{model['de_num_blocks']}, T {model['T']} vs its ANN twin, {d['steps']} steps; {_hw(d)}",
-            "verdict": verdict, "seeds": _seeds(d)}
+            "seeds": _seeds(d)}
 
 
 def check_esdnet_energy(ev: dict) -> dict:
