@@ -238,3 +238,23 @@ def spawn_worker(script: str | Path, spec: dict) -> dict:
             return json.loads(line[len(RESULT_TAG):])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
     return {"error": f"worker exited with {proc.returncode}: " + " | ".join(tail)}
+
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def spiking_dncnn_model(width: int, depth: int, T: int) -> dict:
+    """The spiden-cpu layout (IF, membrane from V_th/2) at this width, depth and T."""
+    return {"name": "spiking_dncnn", "in_channels": 1, "depth": depth, "width": width, "T": T,
+            "neuron_kwargs": {"v_init": "half"}}
+
+
+def spiden_stage2_config(width: int, depth: int, T: int, init: Path, steps: int, threads: int) -> dict:
+    """Stage 2 of the bundled spiden-s25 (``configs/spiden-cpu-s25.yaml``: spike-domain BPTT from a
+    quantisation-aware twin ``init``) for this network, ``steps`` steps, validated at the end."""
+    from spikeir.config import load_config
+
+    cfg = load_config(CONFIGS / "spiden-cpu-s25.yaml")
+    cfg["model"] = spiking_dncnn_model(width, depth, T)
+    cfg["train"].update({"steps": steps, "init_from": str(init), "threads": threads, "val_every": steps})
+    return cfg

@@ -34,7 +34,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_info, train_or_reuse, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    CONFIGS,
+    machine_info,
+    spiden_stage2_config,
+    spiking_dncnn_model,
+    train_or_reuse,
+    write_json,
+)
 from spikeir.config import load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
 from spikeir.energy import measure  # noqa: E402
@@ -43,7 +50,6 @@ from spikeir.io import load_model  # noqa: E402
 from spikeir.rain import synth_rain  # noqa: E402
 from spikeir.train import _center_crop  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RAIN_SEED = 20_000
 
 
@@ -53,7 +59,7 @@ def recipe(args: argparse.Namespace, spiking: bool, seed: int, quant: bool = Fal
         cfg = load_config(CONFIGS / "dncnn-cpu-s25.yaml")
         cfg["model"] = {"name": "dncnn", "in_channels": 1, "depth": args.depth, "width": args.width}
         if spiking:
-            cfg["model"].update(name="spiking_dncnn", T=args.T, neuron_kwargs={"v_init": "half"})
+            cfg["model"] = spiking_dncnn_model(args.width, args.depth, args.T)
         elif quant:
             cfg["model"]["quant_T"] = args.T
         elif args.snn_recipe == "two-stage":
@@ -72,12 +78,9 @@ def recipe(args: argparse.Namespace, spiking: bool, seed: int, quant: bool = Fal
 
 def finetune_recipe(args: argparse.Namespace, seed: int, init: Path) -> dict:
     """Stage 2 of spiden-s25: spike-domain BPTT from the quantisation-aware twin ``init``."""
-    cfg = load_config(CONFIGS / "spiden-cpu-s25.yaml")
-    cfg["model"] = {"name": "spiking_dncnn", "in_channels": 1, "depth": args.depth, "width": args.width,
-                    "T": args.T, "neuron_kwargs": {"v_init": "half"}}
     steps = args.ft_steps
-    cfg["train"].update({"steps": steps, "seed": seed + 1000, "init_from": str(init), "threads": args.threads,
-                         "val_every": steps, "ckpt_every": max(50, steps // 4)})
+    cfg = spiden_stage2_config(args.width, args.depth, args.T, init, steps, args.threads)
+    cfg["train"].update({"seed": seed + 1000, "ckpt_every": max(50, steps // 4)})
     cfg["sched"]["warmup"] = min(cfg["sched"].get("warmup", 0), steps // 10)
     return cfg
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_info, train_or_reuse, write_json  # noqa: E402
+from _common import machine_info, spiden_stage2_config, train_or_reuse, write_json  # noqa: E402
 from spikeir.config import load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
 from spikeir.energy import EnergyModel, measure  # noqa: E402
@@ -45,7 +45,6 @@ from spikeir.plots import line_panel  # noqa: E402
 from spikeir.train import _center_crop  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "dncnn-cpu-s25.yaml"
-FINETUNE = Path(__file__).resolve().parent.parent / "configs" / "spiden-cpu-s25.yaml"
 TILE_PIXELS = 64 * 64
 
 
@@ -62,13 +61,10 @@ def recipe(args: argparse.Namespace, width: int, quant_T: int | None) -> dict:
 def finetune_recipe(args: argparse.Namespace, width: int, T: int, init: Path, target: float | None) -> dict:
     """Stage 2 of spiden-s25 (spike-domain fine-tuning) from ``init``, with a rate regulariser
     of weight ``--rate-weight`` and this target (none when ``target`` is None)."""
-    cfg = load_config(FINETUNE)
-    cfg["model"] = {"name": "spiking_dncnn", "in_channels": 1, "depth": args.depth, "width": width, "T": T,
-                    "neuron_kwargs": {"v_init": "half"}}
+    cfg = spiden_stage2_config(width, args.depth, T, init, args.rate_steps, args.threads)
     cfg["loss"] = "mse" if target is None else {
         "name": "mse", "rate_reg": {"weight": args.rate_weight, "target": target}}
-    cfg["train"].update({"steps": args.rate_steps, "init_from": str(init), "threads": args.threads,
-                         "val_every": args.rate_steps, "ckpt_every": min(100, args.rate_steps)})
+    cfg["train"]["ckpt_every"] = min(100, args.rate_steps)
     return cfg
 
 
