@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -459,15 +458,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"failed: {reason}", file=sys.stderr)
     rows = build_rows(results, failures)
     generated = time.strftime("%Y-%m-%d") + (", tiny setting: not a result" if args.tiny else "")
-    from spikeir.io import write_json_atomic
+    from spikeir.io import write_json_atomic, write_text_atomic
 
     out_json = Path(args.json or results / "claims.json")
     write_json_atomic(out_json, {"generated": generated, "min_seeds": MIN_SEEDS, "fields": list(FIELDS),
                                  "rows": rows}, overwrite=True)
-    md = Path(args.md)
-    tmp = md.with_name(f".{md.name}.tmp{os.getpid()}")
-    tmp.write_text(markdown(rows, generated))
-    os.replace(tmp, md)
+    write_text_atomic(args.md, markdown(rows, generated), overwrite=True)
     for r in rows:
         print(f"{r['id']:<20} {r['verdict']:<18} {r['measured'][:90]}")
     print(f"wrote {out_json} and {args.md}")

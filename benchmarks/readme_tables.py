@@ -137,8 +137,9 @@ TABLES = {"denoise": denoise_table, "derain": derain_table, "convert": convert_t
 
 def write_tables(path: Path) -> list[str]:
     """Replace every marked table block in ``path`` (atomically); returns the names replaced."""
-    import os
     import re
+
+    from spikeir.io import write_text_atomic
 
     text = path.read_text()
     done = []
@@ -151,9 +152,7 @@ def write_tables(path: Path) -> list[str]:
         return f"<!-- table:{name} -->\n{TABLES[name]()}\n<!-- /table:{name} -->"
 
     new = re.sub(r"<!-- table:(\w+) -->.*?<!-- /table:\1 -->", fill, text, flags=re.S)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    write_text_atomic(path, new, overwrite=True)
     return done
 
 

@@ -20,7 +20,7 @@ from . import __version__
 from .models import PRESETS, build_model
 
 __all__ = ["save_model", "read_model_file", "load_model", "bundled_models", "model_card", "PRETRAINED_DIR",
-           "resolve_device", "atomic_torch_save", "write_json_atomic"]
+           "resolve_device", "atomic_torch_save", "write_text_atomic", "write_json_atomic"]
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
@@ -68,20 +68,25 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
             tmp.unlink()
 
 
-def write_json_atomic(path: str | os.PathLike, obj: dict, overwrite: bool = False) -> None:
-    """Write ``obj`` as indented JSON to a temporary file in the same folder, then rename;
-    refuses to replace an existing file unless ``overwrite``."""
+def write_text_atomic(path: str | os.PathLike, text: str, overwrite: bool = False) -> None:
+    """Write ``text`` to a temporary file in the same folder, then rename; refuses to replace an
+    existing file unless ``overwrite``."""
     p = Path(path)
     if p.exists() and not overwrite:
         raise FileExistsError(f"{p} exists (use --overwrite to replace it)")
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, p)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_json_atomic(path: str | os.PathLike, obj: dict, overwrite: bool = False) -> None:
+    """Write ``obj`` as indented JSON, atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n", overwrite)
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
