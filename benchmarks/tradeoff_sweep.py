@@ -72,8 +72,9 @@ def row(args, width: int, T: int, snn, ann, heldout, crops, ann_eval: dict, extr
     """PSNR/SSIM/rate on the held-out images, energy on their crops (three energy models)."""
     snn.eval()
     snn_eval = evaluate_denoise(snn, heldout, 25.0, "cpu")["mean"]
-    e = measure(snn, crops, twin=ann).energy()
-    tiled = measure(snn, crops, energy_model=EnergyModel(tile_pixels=TILE_PIXELS), twin=ann)
+    rep = measure(snn, crops, twin=ann)
+    e = rep.energy()
+    tiled = rep.priced(EnergyModel(tile_pixels=TILE_PIXELS))  # the same counts, tiled memories
     et = tiled.energy()["memory_aware"]
     r = {"width": width, "T": T, **extra, "params_snn": tiled.params, "params_ann": tiled.ann.params,
          "psnr_snn": snn_eval["psnr"], "ssim_snn": snn_eval["ssim"], "firing_rate": snn_eval["firing_rate"],

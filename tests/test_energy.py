@@ -379,3 +379,23 @@ def test_tile_pixels_makes_memory_energy_per_pixel_independent_of_image_size():
     assert o32 == pytest.approx(o16, rel=1e-12)  # the operation model does not depend on size
     (t16, _), (t32, _) = per_pixel(16, tiled), per_pixel(32, tiled)
     assert t32 == pytest.approx(t16, rel=1e-9) and t16 < w16
+
+
+def test_repricing_a_report_equals_measuring_under_the_other_model():
+    from spikeir.energy import EnergyModel, measure
+
+    torch.manual_seed(0)
+    snn = build_model(dict(TINY_SNN, depth=4, T=4)).eval()
+    x = torch.rand(1, 1, 20, 20)
+    other = EnergyModel(tile_pixels=64, e_ac=0.1, potential_bits=16)
+    base = measure(snn, x)
+    again = measure(snn, x, energy_model=other)  # runs the model again: the independent computation
+    priced = base.priced(other)
+    assert priced.energy_model == other and base.energy_model == EnergyModel()  # the original is untouched
+    for a, b in zip(priced.layers + priced.ann.layers, again.layers + again.ann.layers):
+        assert a.basis == b.basis and a.energy_pj == pytest.approx(b.energy_pj, rel=1e-12)
+    assert priced.energy() == again.energy()  # same counts, same arithmetic: bit for bit
+    assert priced.notes == again.notes
+    assert base.energy()["memory_aware"]["snn_j"] != pytest.approx(priced.energy()["memory_aware"]["snn_j"])
+    with pytest.raises(ValueError, match="fold_bn"):
+        base.priced(EnergyModel(fold_bn=False))

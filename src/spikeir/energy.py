@@ -780,6 +780,20 @@ class EnergyReport:
     def totals(self) -> dict:
         return _totals(self.layers)
 
+    def priced(self, energy_model: EnergyModel) -> EnergyReport:
+        """The same measured counts (and the twin's) priced under another energy model; the
+        model is not run again, since no count depends on the prices. ``fold_bn`` is the one
+        field that changes what is counted (BatchNorm work), so it must stay the same."""
+        if energy_model.fold_bn != self.energy_model.fold_bn:
+            raise ValueError("fold_bn changes the counted BatchNorm work, not just its price: measure again")
+        layers = [replace(r) for r in self.layers]
+        for r in layers:
+            _price(r, energy_model, self.spiking)
+        rep = replace(self, layers=layers, energy_model=energy_model,
+                      ann=None if self.ann is None else self.ann.priced(energy_model))
+        rep.notes = _notes(rep)
+        return rep
+
     def energy(self) -> dict:
         """SNN and ANN energies (joules per image) and their ratio under both models."""
         snn = self.totals if self.spiking else None
