@@ -9,9 +9,11 @@ be imported):
   ``ann`` (:class:`ESDNetANN`);
 * ``esdnet_train``: one training step (L1 loss, AdamW) on a batch of RGB crops; variants
   ``spikeir``, ``spikeir_ckpt_attn`` (``checkpoint_attention=True``), ``spikeir_ckpt``
-  (``checkpoint_blocks=True``), ``spikingjelly``, ``ann``;
+  (``checkpoint_blocks=True``), ``spikeir_compact`` (forward inside
+  :func:`spikeir.neurons.compact_spike_storage`: saved spikes as bool), ``spikeir_compact_ckpt_attn``
+  (both), ``spikingjelly``, ``ann``;
 * ``dncnn_infer`` / ``dncnn_train``: the ``spiden`` preset (17 layers, 64 channels, T=4) on gray
-  images; variants ``spikeir``, ``spikingjelly``, ``ann`` (:class:`DnCNN`);
+  images; variants ``spikeir``, ``spikeir_compact``, ``spikingjelly``, ``ann`` (:class:`DnCNN`);
 * ``tiled``: ``spikeir.tiling.tiled_forward`` of ESDNet on large images: peak RSS growth at two
   image sizes and for a single tile (the memory bound).
 
@@ -37,6 +39,7 @@ import shlex
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -62,6 +65,7 @@ from _common import (  # noqa: E402
     write_json,
 )
 from spikeir.models import PRESETS, DnCNN, ESDNet, ESDNetANN, SpikingDnCNN  # noqa: E402
+from spikeir.neurons import compact_spike_storage  # noqa: E402
 
 FIXTURE = HERE.parents[1] / "shared" / "fixtures" / "esdnet_reference_small.safetensors"
 ESDNET = {k: v for k, v in PRESETS["esdnet"].items() if k != "name"}
@@ -69,9 +73,10 @@ ESDNET_SMALL = {k: v for k, v in PRESETS["esdnet-small"].items() if k != "name"}
 SPIDEN = {k: v for k, v in PRESETS["spiden"].items() if k != "name"}
 CASES = {
     "esdnet_infer": ("spikeir", "spikeir_folded", "spikingjelly", "ann"),
-    "esdnet_train": ("spikeir", "spikeir_ckpt_attn", "spikeir_ckpt", "spikingjelly", "ann"),
+    "esdnet_train": ("spikeir", "spikeir_ckpt_attn", "spikeir_ckpt", "spikeir_compact", "spikeir_compact_ckpt_attn",
+                     "spikingjelly", "ann"),
     "dncnn_infer": ("spikeir", "spikingjelly", "ann"),
-    "dncnn_train": ("spikeir", "spikingjelly", "ann"),
+    "dncnn_train": ("spikeir", "spikeir_compact", "spikingjelly", "ann"),
 }
 SJ_VARIANTS = {"spikingjelly"}
 
@@ -114,7 +119,7 @@ def build(family: str, variant: str, cfg: dict, dtype=torch.float32, small: bool
             return perturb(ESDNetANN(**{k: v for k, v in arch.items() if k != "T"}), cfg["seed"])
         torch.manual_seed(cfg["seed"])
         base = perturb(ESDNet(**arch, checkpoint_blocks=variant == "spikeir_ckpt",
-                              checkpoint_attention=variant == "spikeir_ckpt_attn"), cfg["seed"])
+                              checkpoint_attention=variant.endswith("ckpt_attn")), cfg["seed"])
     else:
         arch = {**SPIDEN, "depth": 5, "width": 16} if small else SPIDEN
         if variant == "ann":
@@ -141,6 +146,12 @@ def reset_fn(variant: str):
     return sj_reference.reset
 
 
+def forward(model: nn.Module, x: torch.Tensor, variant: str) -> torch.Tensor:
+    """The model's forward, inside :func:`compact_spike_storage` for the ``*compact*`` variants."""
+    with compact_spike_storage() if "compact" in variant else nullcontext():
+        return model(x)
+
+
 def make_data(family: str, batch: int, size: int, seed: int, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed + 1)
     c = 3 if family == "esdnet" else 1
@@ -155,7 +166,7 @@ class Task:
 
     def __init__(self, case: str, variant: str, cfg: dict, device: torch.device) -> None:
         family, mode = case.split("_")
-        self.train, self.reset = mode == "train", reset_fn(variant)
+        self.train, self.reset, self.variant = mode == "train", reset_fn(variant), variant
         model = build(family, variant, cfg)
         if variant == "spikeir_folded":
             model = model.fold_bn()
@@ -173,7 +184,7 @@ class Task:
             self.reset(self.model)
             return float(out.abs().mean())
         self.opt.zero_grad(set_to_none=True)
-        loss = F.l1_loss(self.model(self.x), self.y)
+        loss = F.l1_loss(forward(self.model, self.x, self.variant), self.y)
         loss.backward()
         self.opt.step()
         self.reset(self.model)
@@ -185,7 +196,14 @@ class Task:
             loss = F.l1_loss(self.model(self.x), self.y)
         del loss
         self.reset(self.model)
-        return meter.nbytes
+        if "compact" not in self.variant:
+            return meter.nbytes
+        # the meter cannot see inside compact_spike_storage's own hooks: the plain graph's bytes
+        # less what compaction saved (each spike tensor is saved once, by the conv after it)
+        with compact_spike_storage() as stats:
+            loss = F.l1_loss(self.model(self.x), self.y)
+        del loss
+        return meter.nbytes - stats.bytes_saved
 
 
 # ----------------------------------------------------------------------------- workers
@@ -296,9 +314,10 @@ def fixture_check(has_sj: bool) -> dict:
     return out
 
 
-def _run_train(model: nn.Module, x: torch.Tensor, g: torch.Tensor, reset) -> tuple[torch.Tensor, dict]:
+def _run_train(model: nn.Module, x: torch.Tensor, g: torch.Tensor, reset, variant: str = "spikeir"
+               ) -> tuple[torch.Tensor, dict]:
     x = x.clone().requires_grad_(True)
-    out = model.train()(x)
+    out = forward(model.train(), x, variant)
     (out * g).sum().backward()
     reset(model)
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
@@ -331,9 +350,9 @@ def agreement_checks(cfg: dict, has_sj: bool) -> dict:
         y64, g64 = _run_train(build(family, "spikeir", cfg, torch.float64, small=True), xs, g, lambda m: None)
         small = "esdnet-small" if family == "esdnet" else "spiden, depth 5, width 16"
         f64: dict = {"input_size": xs.shape[-1], "config": small}
-        opt = ["spikeir_ckpt", "spikeir_ckpt_attn"] if family == "esdnet" else []
+        opt = [v for v in CASES[f"{family}_train"] if v.startswith("spikeir_")]
         for v in opt + (["spikingjelly"] if has_sj else []):
-            o, gr = _run_train(build(family, v, cfg, torch.float64, small=True), xs, g, reset_fn(v))
+            o, gr = _run_train(build(family, v, cfg, torch.float64, small=True), xs, g, reset_fn(v), v)
             common = [k for k in g64 if k in gr]
             f64[v] = {"output_train": _maxdiff(o, y64),
                       "max_abs_grad_diff": max(_maxdiff(gr[k], g64[k]) for k in common),

@@ -49,7 +49,8 @@ def student_config(args: argparse.Namespace, seed: int, distill: bool) -> dict:
     # teacher layer -> student layer: ReLU outputs of the ANN at 1/4, 1/2, 3/4 and the full depth,
     # hinted to the student's neurons at the same relative depths
     cfg["distill"] = {"teacher": args.teacher, "hints": hint_pairs(args), "hint_weight": args.hint_weight if distill
-                      else 0.0, "hint_schedule": "cosine", "fft_weight": 0.05}
+                      else 0.0, "hint_schedule": args.hint_schedule, "hint_until": args.hint_until,
+                      "hint_norm": args.hint_norm, "fft_weight": 0.05}
     return cfg
 
 
@@ -79,6 +80,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--hint-weight", type=float, default=0.1)
+    ap.add_argument("--hint-norm", default="none", choices=("none", "relative"))
+    ap.add_argument("--hint-schedule", default="cosine", choices=("constant", "linear", "cosine"))
+    ap.add_argument("--hint-until", type=int, default=None, help="step where the hint weight reaches 0 "
+                    "(default: the last step)")
+    ap.add_argument("--arms", nargs="+", default=["baseline", "distill"], choices=("baseline", "distill"),
+                    help="train only these arms (the summary needs both, trained or reused)")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train the chosen arms and seeds and stop (to run arms in parallel processes; "
+                         "a later call with --reuse writes the summary)")
     ap.add_argument("--val-every", type=int, default=50)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -94,13 +104,19 @@ def main() -> None:
     for seed in args.seeds:
         for arm in ("baseline", "distill"):
             run = Path(args.runs) / f"{arm}-seed{seed}"
-            if not (args.reuse and (run / "model.safetensors").is_file()):
+            if arm not in args.arms:
+                if not (run / "model.safetensors").is_file():
+                    raise SystemExit(f"{run} has not finished; train it (--arms {arm}) first")
+            elif not (args.reuse and (run / "model.safetensors").is_file()):
                 if run.exists():
                     raise SystemExit(f"{run} exists; remove it or pass --reuse")
                 t0 = time.perf_counter()
                 train(student_config(args, seed, arm == "distill"), run, progress=False)
                 wall[arm].append(time.perf_counter() - t0)
-            curves[arm].append(val_curve(run))
+            if not args.train_only:
+                curves[arm].append(val_curve(run))
+    if args.train_only:
+        return
 
     mean: dict[str, list[tuple[int, float]]] = {}
     for arm, cs in curves.items():

@@ -174,6 +174,37 @@ def test_distillation_config_errors(tmp_path, teacher_file):
         train(cfg, tmp_path / "y", device="cpu", progress=False)
 
 
+def test_relative_hint_norm_divides_each_pair_by_its_teacher_energy():
+    student, teacher = _pair()
+    hints = {"net.1": "head_neuron", "net.7": "body.3"}
+    d = Distiller({"hints": hints, "hint_norm": "relative"}, student, teacher, 1, 10)
+    raw = Distiller({"hints": hints}, student, teacher, 1, 10)
+    raw.adapters.load_state_dict(d.adapters.state_dict())
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        t1 = teacher.net[1](teacher.net[0](x))
+        t7 = teacher.net[:8](x)
+    with d.capture():
+        out = student(x)
+    rel = d.loss_terms(x, out, x, torch.tensor(0.0), step=0)["hint"]
+    s_head, s3 = d._feats["s:head_neuron"].mean(0), d._feats["s:body.3"].mean(0)
+    mse = torch.nn.functional.mse_loss
+    ref = (mse(d.adapters[0](s_head), t1) / t1.pow(2).mean() + mse(d.adapters[1](s3), t7) / t7.pow(2).mean())
+    assert float(rel) == pytest.approx(float(ref.detach()), rel=1e-5)
+    with raw.capture():
+        out = student(x)
+    assert float(raw.loss_terms(x, out, x, torch.tensor(0.0), step=0)["hint"]) == pytest.approx(
+        float((mse(d.adapters[0](s_head), t1) + mse(d.adapters[1](s3), t7)).detach()), rel=1e-5)
+    # an adapter that outputs zeros scores exactly 1 per pair
+    for a in d.adapters:
+        torch.nn.init.zeros_(a.weight), torch.nn.init.zeros_(a.bias)
+    with d.capture():
+        out = student(x)
+    assert float(d.loss_terms(x, out, x, torch.tensor(0.0), step=0)["hint"]) == pytest.approx(2.0, rel=1e-6)
+    with pytest.raises(ValueError, match="hint_norm"):
+        Distiller({"hints": hints, "hint_norm": "l2"}, student, teacher, 1, 10)
+
+
 def test_zero_hint_weight_skips_the_teacher():
     student, teacher = _pair()
     d = Distiller({"hints": {"net.1": "head_neuron"}, "hint_weight": 0.0}, student, teacher, 1, 10)

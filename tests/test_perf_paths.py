@@ -1,8 +1,9 @@
-"""Optimised ESDNet paths give the plain path's results (float64): BatchNorm folding for inference,
-block and attention checkpointing for training."""
+"""Optimised paths give the plain path's results (float64): BatchNorm folding for inference,
+block and attention checkpointing and bool spike storage for training."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -103,3 +104,87 @@ def test_fold_bn_same_outputs_and_leaves_the_model_alone(cls, kw):
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     model.train()  # the original still trains with batch statistics
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+# ----------------------------------------------------------------------------- bool spike storage
+
+
+def _step_in(model, x, g, compact: bool):
+    from spikeir.neurons import compact_spike_storage
+
+    model.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    with compact_spike_storage() if compact else contextlib.nullcontext() as stats:
+        out = model.train()(x)
+    (out * g).sum().backward()  # outside the block, as in a training loop
+    return out.detach(), x.grad, {n: p.grad.clone() for n, p in model.named_parameters()}, stats
+
+
+def _neuron_output_elements(model, x) -> list[int]:
+    """Elements of every neuron output in one forward, counted by hooks (independently of the
+    storage code)."""
+    from spikeir.neurons import BaseNeuron
+
+    n = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: n.append(o.numel()))
+             for m in model.modules() if isinstance(m, BaseNeuron)]
+    with torch.no_grad():
+        model.train()(x)
+    for h in hooks:
+        h.remove()
+    return n
+
+
+@pytest.mark.parametrize("family", ["esdnet", "spiden_scalar", "spiden_channel"])
+def test_compact_spike_storage_is_bit_exact_and_saves_the_spikes(family):
+    from spikeir.models import SpikingDnCNN
+
+    if family == "esdnet":
+        model, x = _perturbed(**SMALL), torch.rand(2, 3, 16, 12, dtype=torch.float64)
+    else:  # threshold-scaled spikes V_th * S: one scalar threshold per layer, or one per channel
+        torch.manual_seed(0)
+        kw = {"threshold_channels": 8} if family == "spiden_channel" else {}
+        model = SpikingDnCNN(depth=4, width=8, T=3, neuron_kwargs=kw).double()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("v_threshold"):
+                    p.uniform_(0.3, 1.5)
+        x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
+    g = torch.randn(x.shape, dtype=torch.float64)
+    out_a, gx_a, gp_a, _ = _step_in(model, x, g, compact=False)
+    out_b, gx_b, gp_b, stats = _step_in(model, x, g, compact=True)
+    assert torch.equal(out_a, out_b) and torch.equal(gx_a, gx_b)
+    assert gp_a.keys() == gp_b.keys() and all(torch.equal(gp_a[k], gp_b[k]) for k in gp_a)
+    if family == "spiden_channel":  # per-channel scales are not one value: left as they are
+        assert stats.tensors == 0 and stats.bytes_saved == 0
+        return
+    # every neuron output is saved once (by the convolution after it), 7 of its 8 bytes saved
+    # (the last neuron of SpikingDnCNN feeds the time average, which saves nothing)
+    elements = _neuron_output_elements(model, x)
+    fed_to_convs = elements if family == "esdnet" else elements[:-1]
+    assert stats.tensors == len(fed_to_convs) and stats.bytes_saved == 7 * sum(fed_to_convs)
+
+
+def test_compact_spike_storage_leaves_modified_spikes_alone():
+    from spikeir.neurons import IF, compact_spike_storage
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.neuron, self.conv = IF(v_threshold=0.5), torch.nn.Conv2d(2, 2, 3, padding=1)
+
+        def forward(self, x):
+            s = self.neuron(x.unsqueeze(0).repeat(2, 1, 1, 1, 1))
+            s.mul_(3.0)  # in place after the neuron: no longer 0/1
+            return self.conv(s.flatten(0, 1))
+
+    torch.manual_seed(0)
+    net = Net().double()
+    x = torch.rand(1, 2, 6, 6, dtype=torch.float64)
+    net(x).sum().backward()
+    ref = net.conv.weight.grad.clone()
+    net.zero_grad()
+    with compact_spike_storage() as stats:
+        y = net(x)
+    y.sum().backward()
+    assert stats.tensors == 0 and torch.equal(net.conv.weight.grad, ref)

@@ -58,6 +58,13 @@ def test_resume_continues_exactly(tmp_path):
     assert_same_weights(tmp_path / "straight", tmp_path / "split")
 
 
+def test_compact_spike_storage_trains_the_same_weights(tmp_path):
+    cfg = tiny_cfg(tmp_path, val_every=100)
+    train(cfg, tmp_path / "compact", device="cpu", progress=False)  # on by default
+    train(apply_overrides(cfg, ["train.compact_spikes=false"]), tmp_path / "plain", device="cpu", progress=False)
+    assert_same_weights(tmp_path / "compact", tmp_path / "plain")
+
+
 def test_resume_from_an_earlier_checkpoint_drops_the_lost_tail(tmp_path):
     cfg = tiny_cfg(tmp_path, val_every=100, log_every=1, ckpt_every=2)
     train(cfg, tmp_path / "straight", device="cpu", progress=False)
@@ -90,7 +97,7 @@ def test_resume_refuses_a_different_config(tmp_path):
 @pytest.mark.parametrize("override,needle", [
     ("train.val_every=0", "train.val_every"), ("train.keep_ckpts=0", "train.keep_ckpts"),
     ("train.steps=", "train.steps"), ("optim=3", "optim"), ("data.patch=big", "data.patch"),
-    ("optim.lr=-1", "optim.lr"),
+    ("optim.lr=-1", "optim.lr"), ("train.compact_spikes=2", "train.compact_spikes"),
 ])
 def test_bad_configs_are_one_line_errors(tmp_path, override, needle):
     cfg = apply_overrides(tiny_cfg(tmp_path), [override])

@@ -7,7 +7,15 @@ channels, bilinear resampling when the sizes differ) and is compared with the te
 
 The training loss is::
 
-    loss = recon(out, clean) + fft_weight * |  |F(out)| - |F(clean)|  |_1 + w_hint(step) * sum_i MSE_i
+    loss = recon(out, clean) + fft_weight * |  |F(out)| - |F(clean)|  |_1 + w_hint(step) * sum_i H_i
+
+    H_i = MSE(A_i(s_i), t_i)                      hint_norm: none
+    H_i = MSE(A_i(s_i), t_i) / mean(t_i ** 2)     hint_norm: relative
+
+``relative`` makes each hint scale-free (1 for an adapter that outputs zeros, 0 for a perfect
+match), so one ``hint_weight`` means the same against the reconstruction loss whatever the
+teacher's feature magnitudes are; raw MSE on un-normalised ReLU features can outweigh the L1
+reconstruction loss many times over and pull the student away from its own task.
 
 ``recon`` is the run's ``loss`` (L1 in the distillation recipes), ``F`` the 2-D real FFT
 (amplitudes compared, so phase-insensitive sharpness errors are penalised), and ``w_hint``
@@ -22,6 +30,7 @@ Config section (``distill:``)::
     hint_weight: 1.0
     hint_schedule: cosine
     hint_until: null
+    hint_norm: none                             # or relative
     fft_weight: 0.05
 """
 
@@ -34,9 +43,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["Distiller", "hint_weight_at", "fft_amplitude_loss", "SCHEDULES"]
+__all__ = ["Distiller", "hint_weight_at", "fft_amplitude_loss", "SCHEDULES", "HINT_NORMS"]
 
 SCHEDULES = ("constant", "linear", "cosine")
+HINT_NORMS = ("none", "relative")
 
 
 def hint_weight_at(step: int, weight: float, schedule: str, until: int) -> float:
@@ -105,6 +115,9 @@ class Distiller(nn.Module):
         hint_weight_at(0, self.weight, self.schedule, 1)  # validates the schedule name
         self.until = int(_number(cfg, "hint_until", total_steps) or total_steps)
         self.fft_weight = _number(cfg, "fft_weight", 0.0)
+        self.norm = str(cfg.get("hint_norm") or "none")
+        if self.norm not in HINT_NORMS:
+            raise ValueError(f"unknown distill.hint_norm {self.norm!r}; choose one of {', '.join(HINT_NORMS)}")
         # a plain attribute, not a submodule: the teacher stays out of state_dict and parameters()
         self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
         self._t_mods = _modules_by_name(teacher, [t for t, _ in self.pairs], "the teacher")
@@ -180,7 +193,10 @@ class Distiller(nn.Module):
             sf = adapter(_as_map(s_feats[s]).float())
             if sf.shape[-2:] != tf.shape[-2:]:
                 sf = nn.functional.interpolate(sf, size=tf.shape[-2:], mode="bilinear", align_corners=False)
-            hint = hint + nn.functional.mse_loss(sf, tf)
+            h = nn.functional.mse_loss(sf, tf)
+            if self.norm == "relative":
+                h = h / tf.pow(2).mean().clamp_min(1e-12)
+            hint = hint + h
         fft = fft_amplitude_loss(out, clean) if self.fft_weight else out.new_zeros(())
         loss = recon + self.fft_weight * fft + w * hint
         return {"loss": loss, "recon": recon.detach(), "fft": fft.detach(), "hint": hint.detach(),

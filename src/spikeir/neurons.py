@@ -44,6 +44,8 @@ recurrence in reverse, so training builds no per-step Python graph.
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,6 +62,8 @@ __all__ = [
     "ParametricLIF",
     "FiringRates",
     "record_firing_rates",
+    "compact_spike_storage",
+    "SpikeStorage",
     "reference_loop",
     "NEURONS",
     "make_neuron",
@@ -305,6 +309,9 @@ class BaseNeuron(nn.Module):
             )
         k = self.decay().to(device=x.device, dtype=x.dtype)
         out = _MultiStep.apply(x, th, k, self._cfg())
+        store = _spike_store()
+        if store is not None and (not self.scale_output or th.dim() == 0):
+            store[id(out)] = (weakref.ref(out), out._version, th.detach() if self.scale_output else None)
         if self._rate_sinks:
             n = float(out.numel())
             spikes = float((out != 0).sum())
@@ -412,6 +419,69 @@ def reference_loop(neuron: BaseNeuron, x: torch.Tensor) -> torch.Tensor:
         v = h - s_r * th if cfg.v_reset is None else h * (1.0 - s_r) + vr * s_r
         outs.append(s * th if cfg.scale_output else s)
     return torch.stack(outs)
+
+
+# ----------------------------------------------------------------------------- spike storage
+
+_local = threading.local()
+
+
+def _spike_store() -> dict | None:
+    stores = getattr(_local, "stores", None)
+    return stores[-1] if stores else None
+
+
+@dataclass
+class SpikeStorage:
+    """What :func:`compact_spike_storage` did: spike tensors stored as masks and bytes saved."""
+
+    tensors: int = 0
+    bytes_saved: int = 0
+
+
+@contextmanager
+def compact_spike_storage() -> Iterator[SpikeStorage]:
+    """Keep the spikes that autograd saves for backward as ``bool`` (1 byte per element).
+
+    A convolution after a neuron saves its input, the spike tensor, for the weight gradient: in
+    float32 that is as large as the membrane the neuron itself keeps. Inside this block every
+    neuron registers its output (``S``, or ``V_th * S`` with one scalar threshold; per-channel
+    scaled outputs are left alone), and any tensor autograd saves that is such an output, or a
+    view of one, is stored as the mask ``S != 0`` and rebuilt in backward as ``mask * scale`` --
+    bit-exact, so gradients do not change. Wrap the forward pass only (backward may run
+    outside). Other saved tensors are untouched; activation checkpointing inside the block
+    keeps its own storage rules. Yields a :class:`SpikeStorage` with the count and bytes saved.
+    """
+    store: dict[int, tuple] = {}
+    stats = SpikeStorage()
+
+    def pack(x: torch.Tensor):
+        base = x if x._base is None else x._base
+        entry = store.get(id(base))
+        # the same object, not modified in place since the neuron made it: still 0 or one scale
+        if entry is None or entry[0]() is not base or base._version != entry[1]:
+            return x
+        stats.tensors += 1
+        stats.bytes_saved += x.numel() * (x.element_size() - 1)
+        return (x != 0, entry[2], x.dtype)
+
+    def unpack(p):
+        if isinstance(p, torch.Tensor):
+            return p
+        mask, scale, dtype = p
+        # bool * 0-dim float: one pass, the scale's dtype (that of the spikes), exactly 0 or scale
+        return mask.to(dtype) if scale is None else mask * scale
+
+    stores = getattr(_local, "stores", None)
+    if stores is None:
+        stores = _local.stores = []
+    stores.append(store)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            yield stats
+    finally:
+        stores.remove(store)
+        store.clear()
 
 
 # ----------------------------------------------------------------------------- firing rates

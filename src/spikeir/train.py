@@ -49,7 +49,7 @@ from .evaluate import evaluate_denoise, evaluate_derain
 from .io import atomic_torch_save, resolve_device, save_model, write_json_atomic
 from .metrics import ssim_torch
 from .models import PRESETS, build_model, is_spiking
-from .neurons import record_firing_rates
+from .neurons import compact_spike_storage, record_firing_rates
 from .plots import plot_run
 from .rain import RainPatchSampler, load_rain_set, synthetic_rain_set
 from .train_tools import EMA, BestKeeper, TensorBoardLog, amp_dtype, autocast, spike_flips
@@ -312,7 +312,7 @@ def _checkpoints(run: Path) -> list[Path]:
 
 # keys that may differ between the legs of a resumed run without changing what is trained
 _RESUME_FREE = {("train", "stop_at"), ("train", "threads"), ("train", "dist_timeout"), ("train", "log_every"),
-                ("train", "val_every"), ("train", "ckpt_every"), ("train", "keep_ckpts")}
+                ("train", "val_every"), ("train", "ckpt_every"), ("train", "keep_ckpts"), ("train", "compact_spikes")}
 
 
 def _config_diff(a: dict, b: dict, prefix: tuple = ()) -> list[str]:
@@ -525,6 +525,9 @@ def _train(cfg: dict, run: Path, dev: torch.device, dist_info: ddp.DistInfo, res
 
     accum = int(tcfg.get("accum_steps", 1))
     adt = amp_dtype(tcfg.get("amp"), dev)
+    compact = tcfg.get("compact_spikes", True)
+    if not isinstance(compact, bool):
+        raise ValueError(f"train.compact_spikes must be true or false, got {compact!r}")
     scaler = torch.amp.GradScaler("cuda") if adt == torch.float16 else None  # bf16 needs no loss scaling
     best = BestKeeper(tcfg["best"]) if tcfg.get("best") else None
     if best is not None:
@@ -667,7 +670,8 @@ def _train(cfg: dict, run: Path, dev: torch.device, dist_info: ddp.DistInfo, res
                         if rate_reg is not None:
                             rate_reg.active = True
                         try:
-                            with distiller.capture() if distiller else nullcontext(), autocast(dev, adt):
+                            with distiller.capture() if distiller else nullcontext(), autocast(dev, adt), \
+                                    compact_spike_storage() if compact else nullcontext():
                                 out = net(noisy)
                         finally:
                             if rate_reg is not None:
