@@ -35,26 +35,26 @@ from spikeir.plots import line_panel, read_log  # noqa: E402
 from spikeir.train import _center_crop, train  # noqa: E402
 
 
+RECIPE = Path(__file__).resolve().parent.parent / "configs" / "distill-spiking-student-cpu.yaml"
+
+
 def student_config(args: argparse.Namespace, seed: int, distill: bool) -> dict:
-    cfg = load_config(None)
-    cfg["model"] = {"name": "spiking_dncnn", "in_channels": 1, "depth": args.depth, "width": args.width,
-                    "T": args.T, "neuron_kwargs": {"v_init": "half"}}
-    cfg["data"].update({"train": "builtin:train", "val": "builtin:val", "patch": 40, "batch_size": args.batch,
-                        "sigma": 25, "val_sigma": 25, "val_crop": 256})
-    cfg["optim"].update({"lr": args.lr})
-    cfg["sched"].update({"warmup": 50, "min_lr": 1e-5})
-    cfg["loss"] = "l1"
-    cfg["train"].update({"steps": args.steps, "seed": seed, "val_every": args.val_every, "log_every": 25,
+    """``configs/distill-spiking-student-cpu.yaml`` with this run's seed and the command line's settings."""
+    cfg = load_config(RECIPE)
+    cfg["model"].update({"depth": args.depth, "width": args.width, "T": args.T})
+    cfg["data"]["batch_size"] = args.batch
+    cfg["optim"]["lr"] = args.lr
+    cfg["train"].update({"steps": args.steps, "seed": seed, "val_every": args.val_every,
                          "ckpt_every": max(args.val_every, 250), "threads": args.threads})
-    # teacher layer -> student layer: ReLU outputs of the ANN at 1/4, 1/2, 3/4 and the full depth,
-    # hinted to the student's neurons at the same relative depths
-    cfg["distill"] = {"teacher": args.teacher, "hints": hint_pairs(args), "hint_weight": args.hint_weight if distill
-                      else 0.0, "hint_schedule": args.hint_schedule, "hint_until": args.hint_until,
-                      "hint_norm": args.hint_norm, "fft_weight": 0.05}
+    cfg["distill"].update({"teacher": args.teacher, "hints": hint_pairs(args),
+                           "hint_weight": args.hint_weight if distill else 0.0, "hint_schedule": args.hint_schedule,
+                           "hint_until": args.hint_until, "hint_norm": args.hint_norm})
     return cfg
 
 
 def hint_pairs(args: argparse.Namespace) -> dict:
+    """Teacher layer -> student layer: the ANN's ReLU outputs at 1/4, 1/2, 3/4 and the full depth,
+    hinted to the student's neurons at the same relative depths (the recipe's pairs for its sizes)."""
     teacher = load_model(args.teacher, "cpu")
     relus = [n for n, m in teacher.named_modules() if isinstance(m, torch.nn.ReLU)]
     student_neurons = [f"body.{2 * i + 1}" for i in range(args.depth - 2)]
@@ -70,6 +70,17 @@ def val_curve(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["val_psnr"]) for r in read_log(run) if "val_psnr" in r]
 
 
+def selection_record(run: Path) -> dict:
+    """Seed, hint settings and final validation PSNR of a finished run."""
+    if not (run / "model.safetensors").is_file():
+        raise SystemExit(f"--selection: {run} is not a finished run")
+    cfg = load_config(run / "config.yaml")
+    d = cfg.get("distill") or {}
+    return {"run": str(run), "seed": cfg["train"]["seed"], "steps": cfg["train"]["steps"],
+            **{k: d.get(k) for k in ("hint_weight", "hint_norm", "hint_schedule", "hint_until")},
+            "final_psnr": val_curve(run)[-1][1]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default="dncnn-s25")
@@ -79,8 +90,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--hint-weight", type=float, default=0.1)
-    ap.add_argument("--hint-norm", default="none", choices=("none", "relative"))
+    ap.add_argument("--hint-weight", type=float, default=0.01)
+    ap.add_argument("--hint-norm", default="relative", choices=("none", "relative"))
     ap.add_argument("--hint-schedule", default="cosine", choices=("constant", "linear", "cosine"))
     ap.add_argument("--hint-until", type=int, default=None, help="step where the hint weight reaches 0 "
                     "(default: the last step)")
@@ -94,6 +105,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", default="runs/distill-exp")
     ap.add_argument("--reuse", action="store_true", help="reuse finished runs in --runs")
+    ap.add_argument("--selection", nargs="+", default=[], metavar="RUN",
+                    help="finished runs (other seeds or settings) that chose the hint settings: their hint "
+                         "settings and final validation PSNR go to the JSON as 'hint_selection'")
     ap.add_argument("--json", default="benchmarks/results/distill.json")
     ap.add_argument("--png", default=None, help="default: the JSON path with .png")
     args = ap.parse_args()
@@ -105,6 +119,8 @@ def main() -> None:
         for arm in ("baseline", "distill"):
             run = Path(args.runs) / f"{arm}-seed{seed}"
             if arm not in args.arms:
+                if args.train_only:
+                    continue
                 if not (run / "model.safetensors").is_file():
                     raise SystemExit(f"{run} has not finished; train it (--arms {arm}) first")
             elif not (args.reuse and (run / "model.safetensors").is_file()):
@@ -151,6 +167,7 @@ def main() -> None:
         "distill": student_config(args, args.seeds[0], True)["distill"],
         "teacher": args.teacher,
         "teacher_val_psnr": teacher_val,
+        "hint_selection": [selection_record(Path(r)) for r in args.selection],
         "wall_s": wall,
         "machine": machine_info(torch.device("cpu"), args.threads),
     }
