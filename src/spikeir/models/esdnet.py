@@ -91,7 +91,11 @@ class _PoolGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         avg = F.adaptive_avg_pool3d(x, 1)
-        mx = F.adaptive_max_pool3d(x, 1)
+        # the max as adaptive_max_pool3d takes it, one dim at a time: each step keeps only the
+        # indices of its (already reduced) output for backward, where the pool keeps its input
+        mx = x
+        for d in range(x.dim() - 1, 1, -1):
+            mx = mx.max(dim=d, keepdim=True).values
         return torch.sigmoid(self.sharedMLP(avg) + self.sharedMLP(mx))
 
 
@@ -109,6 +113,36 @@ class _SpatialGate(nn.Module):
         return torch.sigmoid(self.conv(pooled)).unsqueeze(1)
 
 
+class _Gated(torch.autograd.Function):
+    """``y = x * g`` (``g`` a small broadcast gate), optionally then ReLU, for a chain of gates
+    ``x = u * g_1 * ... * g_k`` over the attention's input ``u``.
+
+    Plain autograd keeps every block-sized intermediate of the chain (``x`` for each product,
+    the ReLU output); this keeps only ``u`` (saved anyway by the first product) and the gates,
+    and rebuilds ``x`` in backward with the same multiplications, so the values and gradients
+    are the same as autograd's. ``u`` and the earlier gates get no gradient here: it reaches
+    them through the ops that made ``x``."""
+
+    @staticmethod
+    def forward(ctx, x, g, relu: bool, u, *prev):  # type: ignore[override]
+        y = x * g
+        ctx.relu = relu
+        ctx.save_for_backward(u, g, *prev)
+        return torch.relu(y) if relu else y
+
+    @staticmethod
+    def backward(ctx, go):  # type: ignore[override]
+        u, g, *prev = ctx.saved_tensors
+        x = u
+        for p in prev:
+            x = p * x  # the forward's order: gate * input
+        if ctx.relu:
+            go = go.masked_fill(x * g <= 0, 0.0)
+        gx = go * g if ctx.needs_input_grad[0] else None
+        gg = (go * x).sum_to_size(g.shape) if ctx.needs_input_grad[1] else None
+        return (gx, gg, None, None) + (None,) * len(prev)
+
+
 class MDA(nn.Module):
     """Multi-dimensional attention of MA-SNN (Yao et al., 2023): temporal, then channel, then
     spatial gating, then ReLU. ``[T, B, C, H, W] -> [T, B, C, H, W]``.
@@ -124,11 +158,24 @@ class MDA(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         u = u.transpose(0, 1)  # [B, T, C, H, W]
+        if not (torch.is_grad_enabled() and u.requires_grad):
+            if self.ta is not None:
+                u = self.ta(u) * u  # pools (C, H, W) per time step
+            u = self.ca(u.transpose(1, 2)).transpose(1, 2) * u  # pools (T, H, W) per channel
+            u = self.sa(u) * u
+            return F.relu(u).transpose(0, 1)
+        # training: the same products through _Gated, which keeps u and the gates, not the
+        # three block-sized intermediates and the ReLU output
+        gates: list[torch.Tensor] = []
+        x = u
         if self.ta is not None:
-            u = self.ta(u) * u  # pools (C, H, W) per time step
-        u = self.ca(u.transpose(1, 2)).transpose(1, 2) * u  # pools (T, H, W) per channel
-        u = self.sa(u) * u
-        return F.relu(u).transpose(0, 1)
+            gates.append(self.ta(u))
+            x = gates[0] * u
+        g = self.ca(x.transpose(1, 2)).transpose(1, 2)
+        x = _Gated.apply(x, g, False, u, *gates) if gates else g * u
+        gates.append(g)
+        g = self.sa(x)
+        return _Gated.apply(x, g, True, u, *gates).transpose(0, 1)
 
 
 class SRB(nn.Module):
