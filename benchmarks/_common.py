@@ -133,6 +133,11 @@ def summarize(times: list[float]) -> dict:
     }
 
 
+def mean_std(xs: list[float]) -> dict:
+    """``{"mean", "std" (sample; None for one value), "n"}`` of a list of per-seed values."""
+    return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs)}
+
+
 def ratio(num: float | None, den: float | None) -> float | None:
     if num is None or den is None or den == 0:
         return None

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_info, write_json  # noqa: E402
+from _common import machine_info, mean_std, write_json  # noqa: E402
 from spikeir.config import load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
 from spikeir.energy import count_parameters, measure  # noqa: E402
@@ -33,7 +33,6 @@ from spikeir.evaluate import evaluate_denoise  # noqa: E402
 from spikeir.io import load_model  # noqa: E402
 from spikeir.plots import line_panel, read_log  # noqa: E402
 from spikeir.train import _center_crop, train  # noqa: E402
-
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "distill-spiking-student-cpu.yaml"
 
@@ -70,15 +69,30 @@ def val_curve(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["val_psnr"]) for r in read_log(run) if "val_psnr" in r]
 
 
-def selection_record(run: Path) -> dict:
-    """Seed, hint settings and final validation PSNR of a finished run."""
-    if not (run / "model.safetensors").is_file():
-        raise SystemExit(f"--selection: {run} is not a finished run")
-    cfg = load_config(run / "config.yaml")
-    d = cfg.get("distill") or {}
-    return {"run": str(run), "seed": cfg["train"]["seed"], "steps": cfg["train"]["steps"],
-            **{k: d.get(k) for k in ("hint_weight", "hint_norm", "hint_schedule", "hint_until")},
-            "final_psnr": val_curve(run)[-1][1]}
+def hint_selection(args: argparse.Namespace) -> list[dict]:
+    """Train (or reuse) the baseline and every ``--select`` setting on ``--select-seed``; their final
+    validation PSNRs."""
+    out = []
+    for spec in ["baseline"] + list(args.select):
+        a = argparse.Namespace(**vars(args))
+        if spec != "baseline":
+            try:
+                w, a.hint_norm = spec.split(":")
+                a.hint_weight = float(w)
+            except ValueError:
+                raise SystemExit(f"--select takes WEIGHT:NORM (e.g. 0.01:relative), got {spec!r}") from None
+            if a.hint_norm not in ("none", "relative"):
+                raise SystemExit(f"--select {spec}: the norm must be none or relative")
+        name = "baseline" if spec == "baseline" else f"{a.hint_norm}-w{a.hint_weight:g}"
+        run = Path(args.runs) / f"select-{name}-seed{args.select_seed}"
+        if not (args.reuse and (run / "model.safetensors").is_file()):
+            if run.exists():
+                raise SystemExit(f"{run} exists; remove it or pass --reuse")
+            train(student_config(a, args.select_seed, spec != "baseline"), run, progress=False)
+        out.append({"run": str(run), "seed": args.select_seed,
+                    "hint_weight": 0.0 if spec == "baseline" else a.hint_weight,
+                    "hint_norm": None if spec == "baseline" else a.hint_norm, "final_psnr": val_curve(run)[-1][1]})
+    return out
 
 
 def main() -> None:
@@ -105,9 +119,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", default="runs/distill-exp")
     ap.add_argument("--reuse", action="store_true", help="reuse finished runs in --runs")
-    ap.add_argument("--selection", nargs="+", default=[], metavar="RUN",
-                    help="finished runs (other seeds or settings) that chose the hint settings: their hint "
-                         "settings and final validation PSNR go to the JSON as 'hint_selection'")
+    ap.add_argument("--select", nargs="+", default=[], metavar="WEIGHT:NORM",
+                    help="hint settings tried on --select-seed before the experiment (e.g. 0.1:none 0.01:relative): "
+                         "each is trained (or reused) with a baseline on that seed, and all go to the JSON as "
+                         "'hint_selection', so the choice of the settings is on record")
+    ap.add_argument("--select-seed", type=int, default=0)
     ap.add_argument("--json", default="benchmarks/results/distill.json")
     ap.add_argument("--png", default=None, help="default: the JSON path with .png")
     args = ap.parse_args()
@@ -156,6 +172,10 @@ def main() -> None:
         "steps_to_target": reach,
         "final_psnr": {arm: m[-1][1] for arm, m in mean.items()},
         "final_psnr_per_seed": {arm: [c[-1][1] for c in cs] for arm, cs in curves.items()},
+        # over seeds: each arm's final PSNR, and the paired difference distill - baseline per seed
+        "final_psnr_stats": {**{arm: mean_std([c[-1][1] for c in cs]) for arm, cs in curves.items()},
+                             "distill_minus_baseline": mean_std([d[-1][1] - b[-1][1] for d, b in
+                                                                 zip(curves["distill"], curves["baseline"])])},
         "curves": {arm: m for arm, m in mean.items()},
         "params": {"teacher": count_parameters(teacher), "student": count_parameters(student)},
         "energy_45nm_j": {"teacher": energy["ops_45nm"]["ann_j"], "student": energy["ops_45nm"]["snn_j"],
@@ -167,7 +187,7 @@ def main() -> None:
         "distill": student_config(args, args.seeds[0], True)["distill"],
         "teacher": args.teacher,
         "teacher_val_psnr": teacher_val,
-        "hint_selection": [selection_record(Path(r)) for r in args.selection],
+        "hint_selection": hint_selection(args) if args.select else [],
         "wall_s": wall,
         "machine": machine_info(torch.device("cpu"), args.threads),
     }

@@ -26,7 +26,6 @@ finished runs and resumes cut ones).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import (  # noqa: E402
     CONFIGS,
     machine_info,
+    mean_std,
     spiden_stage2_config,
     spiking_dncnn_model,
     train_or_reuse,
@@ -115,10 +115,6 @@ def evaluate(args: argparse.Namespace, model, data) -> dict:
     if args.pair == "spiden":
         return evaluate_denoise(model, data, 25.0, "cpu")["mean"]
     return evaluate_derain(model, data, "cpu")["mean"]
-
-
-def mean_std(xs: list[float]) -> dict:
-    return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs)}
 
 
 def main() -> int:
