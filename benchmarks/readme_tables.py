@@ -57,18 +57,34 @@ def denoise_table() -> str:
     return "\n".join(lines)
 
 
+def _pm(s: dict) -> str:
+    return f"{s['mean']:.2f}" + (f" +- {s['std']:.2f}" if s.get("std") is not None else "")
+
+
 def distill_table() -> str:
     d = json.loads((RESULTS / "distill.json").read_text())
-    p, e = d["params"], d["energy_45nm_j"]
+    p, e, h = d["params"], d["energy_45nm_j"], d["distill"]
+    st = d.get("final_psnr_stats") or {}
     lines = [f"`{d['command']}`: student {d['student']['name']} depth {d['student']['depth']}, width "
              f"{d['student']['width']}, T={d['student']['T']} ({p['student']:,} parameters); teacher {d['teacher']} "
-             f"({p['teacher']:,} parameters, validation {d['teacher_val_psnr']:.2f} dB); {d['steps']} steps, "
-             f"seed(s) {', '.join(map(str, d['seeds']))}; validation PSNR on builtin:val.", "",
-             "| run | final PSNR (dB) | steps to reach the baseline's final PSNR |", "|---|---|---|"]
+             f"({p['teacher']:,} parameters, validation {d['teacher_val_psnr']:.2f} dB); hint weight "
+             f"{h['hint_weight']:g} ({h.get('hint_norm') or 'none'} MSE, {h['hint_schedule']} decay); {d['steps']} "
+             f"steps, seed(s) {', '.join(map(str, d['seeds']))}; validation PSNR on builtin:val.", "",
+             "| run | final PSNR (dB), mean +- std over seeds | per seed | steps for the mean curve to reach the "
+             "baseline's final mean |", "|---|---|---|---|"]
     for arm in ("baseline", "distill"):
         reach = d["steps_to_target"][arm]
-        lines.append(f"| {'with hints' if arm == 'distill' else 'without hints'} | {d['final_psnr'][arm]:.2f} | "
+        final = _pm(st[arm]) if arm in st else f"{d['final_psnr'][arm]:.2f}"
+        per = ", ".join(f"{v:.2f}" for v in d["final_psnr_per_seed"][arm])
+        lines.append(f"| {'with hints' if arm == 'distill' else 'without hints'} | {final} | {per} | "
                      f"{reach if reach is not None else 'not reached'} |")
+    if "distill_minus_baseline" in st:
+        lines += ["", f"Paired difference (with - without hints, same seed): {_pm(st['distill_minus_baseline'])} dB."]
+    if d.get("hint_selection"):
+        lines += ["", "Hint settings tried first on seed " f"{d['hint_selection'][0]['seed']} (not one of the "
+                  "seeds above): " + "; ".join(
+                      ("no hints" if r["hint_norm"] is None else f"weight {r['hint_weight']:g} {r['hint_norm']}")
+                      + f" {r['final_psnr']:.2f} dB" for r in d["hint_selection"]) + "."]
     lines += ["", f"Student/teacher: parameters {p['student'] / p['teacher']:.3f}, energy (45 nm ops) "
               f"{e['student_over_teacher']:.3f}, memory-aware "
               f"{d['energy_memory_aware_j']['student_over_teacher']:.3f}."]
