@@ -91,11 +91,14 @@ class _PoolGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         avg = F.adaptive_avg_pool3d(x, 1)
-        # the max as adaptive_max_pool3d takes it, one dim at a time: each step keeps only the
-        # indices of its (already reduced) output for backward, where the pool keeps its input
-        mx = x
-        for d in range(x.dim() - 1, 1, -1):
-            mx = mx.max(dim=d, keepdim=True).values
+        if torch.is_grad_enabled() and x.requires_grad:
+            # the same max one dim at a time: each step keeps only the indices of its (already
+            # reduced) output for backward, where the pool keeps its whole input
+            mx = x
+            for d in range(x.dim() - 1, 1, -1):
+                mx = mx.max(dim=d, keepdim=True).values
+        else:
+            mx = F.adaptive_max_pool3d(x, 1)
         return torch.sigmoid(self.sharedMLP(avg) + self.sharedMLP(mx))
 
 
