@@ -235,3 +235,31 @@ def test_compact_spike_storage_leaves_modified_spikes_alone():
         y = net(x)
     y.sum().backward()
     assert stats.tensors == 0 and torch.equal(net.conv.weight.grad, ref)
+
+
+def test_compact_spike_storage_nests_refuses_odd_views_and_catches_later_inplace_changes():
+    from spikeir.neurons import IF, compact_spike_storage
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 2, 3, padding=1).double()
+    x = torch.rand(2, 1, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    with compact_spike_storage() as outer:
+        with compact_spike_storage():
+            pass
+        y = conv(IF(v_threshold=0.5)(x).flatten(0, 1))  # the outer block still compacts
+    y.sum().backward()
+    assert outer.tensors == 1
+    # an expanded view would need a larger mask than the spikes: kept as it is
+    p = torch.rand(2, 1, 4, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    with compact_spike_storage() as stats:
+        s = IF(v_threshold=0.5)(x)
+        z = (s.unsqueeze(2).expand(2, 1, 4, 2, 6, 6) * p).sum()
+    z.backward()
+    assert stats.tensors == 0 and torch.equal(p.grad, s.detach().unsqueeze(2).expand(2, 1, 4, 2, 6, 6))
+    # a spike tensor changed in place after it was saved: the same error as plain autograd
+    with compact_spike_storage():
+        s = IF(v_threshold=0.5)(x)
+        y = conv(s.flatten(0, 1))
+    s.mul_(3.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()

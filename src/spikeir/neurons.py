@@ -458,17 +458,23 @@ def compact_spike_storage() -> Iterator[SpikeStorage]:
     def pack(x: torch.Tensor):
         base = x if x._base is None else x._base
         entry = store.get(id(base))
-        # the same object, not modified in place since the neuron made it: still 0 or one scale
-        if entry is None or entry[0]() is not base or base._version != entry[1]:
+        # the same object, not modified in place since the neuron made it: still 0 or one scale;
+        # views that reinterpret the dtype or expand it (a mask larger than the spikes) stay as they are
+        if (entry is None or entry[0]() is not base or base._version != entry[1] or x.dtype != base.dtype
+                or x.numel() > base.numel()):
             return x
         stats.tensors += 1
         stats.bytes_saved += x.numel() * (x.element_size() - 1)
-        return (x != 0, entry[2], x.dtype)
+        return (x != 0, entry[2], x.dtype, entry[0], base._version)
 
     def unpack(p):
         if isinstance(p, torch.Tensor):
             return p
-        mask, scale, dtype = p
+        mask, scale, dtype, ref, version = p
+        base = ref()
+        if base is not None and base._version != version:  # what autograd says for a saved tensor
+            raise RuntimeError("one of the variables needed for gradient computation has been modified by an "
+                               "inplace operation: a spike tensor saved (as bool) by compact_spike_storage")
         # bool * 0-dim float: one pass, the scale's dtype (that of the spikes), exactly 0 or scale
         return mask.to(dtype) if scale is None else mask * scale
 
@@ -480,7 +486,10 @@ def compact_spike_storage() -> Iterator[SpikeStorage]:
         with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
             yield stats
     finally:
-        stores.remove(store)
+        for i in range(len(stores) - 1, -1, -1):  # by identity: an empty inner store equals an empty outer one
+            if stores[i] is store:
+                del stores[i]
+                break
         store.clear()
 
 
