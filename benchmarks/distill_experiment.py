@@ -9,7 +9,7 @@ mean reaches it.
 
     python benchmarks/distill_experiment.py --json benchmarks/results/distill.json
 
-Runs go to ``--runs`` (reused with ``--reuse`` when a run already finished). Writes the JSON and
+Runs go to ``--runs``; with ``--reuse`` a finished run is kept and one cut short is resumed. Writes the JSON and
 a PNG of validation PSNR against step for both arms.
 """
 
@@ -25,14 +25,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_info, mean_std, write_json  # noqa: E402
+from _common import machine_info, mean_std, train_or_reuse, write_json  # noqa: E402
 from spikeir.config import load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
+from spikeir.distill import HINT_NORMS, SCHEDULES  # noqa: E402
 from spikeir.energy import count_parameters, measure  # noqa: E402
 from spikeir.evaluate import evaluate_denoise  # noqa: E402
 from spikeir.io import load_model  # noqa: E402
 from spikeir.plots import line_panel, read_log  # noqa: E402
-from spikeir.train import _center_crop, train  # noqa: E402
+from spikeir.train import _center_crop  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "distill-spiking-student-cpu.yaml"
 
@@ -81,14 +82,11 @@ def hint_selection(args: argparse.Namespace) -> list[dict]:
                 a.hint_weight = float(w)
             except ValueError:
                 raise SystemExit(f"--select takes WEIGHT:NORM (e.g. 0.01:relative), got {spec!r}") from None
-            if a.hint_norm not in ("none", "relative"):
-                raise SystemExit(f"--select {spec}: the norm must be none or relative")
+            if a.hint_norm not in HINT_NORMS:
+                raise SystemExit(f"--select {spec}: the norm must be one of {', '.join(HINT_NORMS)}")
         name = "baseline" if spec == "baseline" else f"{a.hint_norm}-w{a.hint_weight:g}"
         run = Path(args.runs) / f"select-{name}-seed{args.select_seed}"
-        if not (args.reuse and (run / "model.safetensors").is_file()):
-            if run.exists():
-                raise SystemExit(f"{run} exists; remove it or pass --reuse")
-            train(student_config(a, args.select_seed, spec != "baseline"), run, progress=False)
+        train_or_reuse(run, student_config(a, args.select_seed, spec != "baseline"), args.reuse)
         out.append({"run": str(run), "seed": args.select_seed,
                     "hint_weight": 0.0 if spec == "baseline" else a.hint_weight,
                     "hint_norm": None if spec == "baseline" else a.hint_norm, "final_psnr": val_curve(run)[-1][1]})
@@ -105,8 +103,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--hint-weight", type=float, default=0.01)
-    ap.add_argument("--hint-norm", default="relative", choices=("none", "relative"))
-    ap.add_argument("--hint-schedule", default="cosine", choices=("constant", "linear", "cosine"))
+    ap.add_argument("--hint-norm", default="relative", choices=HINT_NORMS)
+    ap.add_argument("--hint-schedule", default="cosine", choices=SCHEDULES)
     ap.add_argument("--hint-until", type=int, default=None, help="step where the hint weight reaches 0 "
                     "(default: the last step)")
     ap.add_argument("--arms", nargs="+", default=["baseline", "distill"], choices=("baseline", "distill"),
@@ -140,10 +138,8 @@ def main() -> None:
                 if not (run / "model.safetensors").is_file():
                     raise SystemExit(f"{run} has not finished; train it (--arms {arm}) first")
             elif not (args.reuse and (run / "model.safetensors").is_file()):
-                if run.exists():
-                    raise SystemExit(f"{run} exists; remove it or pass --reuse")
                 t0 = time.perf_counter()
-                train(student_config(args, seed, arm == "distill"), run, progress=False)
+                train_or_reuse(run, student_config(args, seed, arm == "distill"), args.reuse)
                 wall[arm].append(time.perf_counter() - t0)
             if not args.train_only:
                 curves[arm].append(val_curve(run))
@@ -157,6 +153,7 @@ def main() -> None:
     target = mean["baseline"][-1][1]
     reach = {arm: next((s for s, p in m if p >= target), None) for arm, m in mean.items()}
 
+    recipe = student_config(args, args.seeds[0], True)
     teacher = load_model(args.teacher, "cpu")
     student = load_model(Path(args.runs) / f"distill-seed{args.seeds[0]}" / "model.safetensors", "cpu")
     images = [im for _, im in builtin_images("val", gray=True)]
@@ -183,8 +180,8 @@ def main() -> None:
         "energy_memory_aware_j": {"teacher": energy["memory_aware"]["ann_j"],
                                   "student": energy["memory_aware"]["snn_j"],
                                   "student_over_teacher": energy["memory_aware"]["snn_over_ann"]},
-        "student": student_config(args, args.seeds[0], True)["model"],
-        "distill": student_config(args, args.seeds[0], True)["distill"],
+        "student": recipe["model"],
+        "distill": recipe["distill"],
         "teacher": args.teacher,
         "teacher_val_psnr": teacher_val,
         "hint_selection": hint_selection(args) if args.select else [],

@@ -161,7 +161,7 @@ class MDA(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         u = u.transpose(0, 1)  # [B, T, C, H, W]
-        if not (torch.is_grad_enabled() and u.requires_grad):
+        if not (torch.is_grad_enabled() and u.requires_grad):  # inference: the plain products
             if self.ta is not None:
                 u = self.ta(u) * u  # pools (C, H, W) per time step
             u = self.ca(u.transpose(1, 2)).transpose(1, 2) * u  # pools (T, H, W) per channel
