@@ -67,3 +67,26 @@ def test_a_file_whose_shapes_do_not_match_its_config_lists_the_mismatches(tmp_pa
     msg = str(e.value)
     assert "shape mismatch" in msg and "head.weight: file (8, 1, 3, 3) vs model (6, 1, 3, 3)" in msg
     assert "more" in msg and "\n" not in msg
+
+
+def test_atomic_output_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    from spikeir.io import atomic_output
+
+    p = tmp_path / "sub" / "out.bin"
+    with atomic_output(p) as tmp:
+        tmp.write_bytes(b"old")
+    assert p.read_bytes() == b"old"
+    with pytest.raises(RuntimeError, match="writer died"):
+        with atomic_output(p) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer died")
+    assert p.read_bytes() == b"old" and sorted(x.name for x in p.parent.iterdir()) == ["out.bin"]
+    with pytest.raises(FileExistsError, match="use --overwrite"):
+        with atomic_output(p, overwrite=False):
+            raise AssertionError("not reached")
+    with pytest.raises(IsADirectoryError):
+        with atomic_output(tmp_path / "sub"):
+            raise AssertionError("not reached")
+    with atomic_output(p, overwrite=True) as tmp:
+        tmp.write_bytes(b"new")
+    assert p.read_bytes() == b"new"

@@ -119,17 +119,10 @@ def _palette_is_gray(im: Image.Image) -> bool:
 
 def write_image_atomic(path: str | os.PathLike, img: np.ndarray, overwrite: bool = False) -> None:
     """Write a uint8 image; never leaves a partial file, refuses to replace unless ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        Image.fromarray(img).save(tmp, format=_pil_format(path))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from .io import atomic_output
+
+    with atomic_output(path, overwrite) as tmp:
+        Image.fromarray(img).save(tmp, format=_pil_format(Path(path)))
 
 
 def _pil_format(path: Path) -> str:

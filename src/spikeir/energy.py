@@ -113,7 +113,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .io import write_json_atomic
+from .io import atomic_output, write_json_atomic
 from .neurons import BaseNeuron
 
 __all__ = [
@@ -1195,16 +1195,9 @@ def plot_report(rep: EnergyReport, path: str | os.PathLike, group: int | None = 
                 d.rectangle((x0, yy, max(x0 + 1, x1), yy + bar_h - 2), fill=col)
                 d.text((x1 + 4, yy - 2), _joules(v), fill=(60, 60, 60), font=font)
         d.line((x0, top - 2, x0, top + row_h * len(labels)), fill="black")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 # ----------------------------------------------------------------------------- command line

@@ -76,8 +76,6 @@ import copy
 import json
 import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,6 +85,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
+from .io import atomic_output
 from .layers import fold_bn_weights, fold_conv_bn
 from .models import DnCNN, ESDNet, ESDNetANN, SpikingDnCNN
 from .models.esdnet import FRB, MDA, SRB, Up, _PoolGate, _Seq
@@ -115,24 +114,6 @@ def _require(name: str):
         return importlib.import_module(name)
     except ImportError:
         raise ExportError(f"exporting needs the Python package {name!r}: {EXPORT_EXTRA}") from None
-
-
-@contextmanager
-def _atomic_output(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds."""
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise FileExistsError(f"{p} exists (use --overwrite to replace it)")
-    if p.is_dir():
-        raise IsADirectoryError(f"{p} is a directory")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ------------------------------------------------------------------------------ folding
@@ -420,7 +401,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, spikes: bool = Fal
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "restored": {0: "batch", 2: "height", 3: "width"}}
     for o in outputs[1:]:
         axes[o] = [1, 3, 4]
-    with _atomic_output(path, overwrite) as tmp, warnings.catch_warnings():
+    with atomic_output(path, overwrite) as tmp, warnings.catch_warnings():
         # the TorchScript exporter warns about its own deprecation and about traced shape arithmetic
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=["image"], output_names=outputs,
@@ -653,7 +634,7 @@ def export_nir(model: nn.Module, path: str | os.PathLike, height: int, width: in
     if Path(path).suffix != ".nir":
         raise ValueError(f"NIR output must end in .nir, got {path}")
     graph = to_nir(model, height, width, dt, readout)
-    with _atomic_output(path, overwrite) as tmp:
+    with atomic_output(path, overwrite) as tmp:
         nir.write(str(tmp), graph)
     return Path(path)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -20,7 +22,7 @@ from . import __version__
 from .models import PRESETS, build_model
 
 __all__ = ["save_model", "read_model_file", "load_model", "bundled_models", "model_card", "PRETRAINED_DIR",
-           "resolve_device", "atomic_torch_save", "write_text_atomic", "write_json_atomic"]
+           "resolve_device", "atomic_output", "atomic_torch_save", "write_text_atomic", "write_json_atomic"]
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
@@ -40,48 +42,46 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, model_cfg: dict, **meta) -> None:
-    """Write ``model``'s weights and its config to ``path`` (safetensors) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    info = {"model": model_cfg, "spikeir_version": __version__, **meta}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+@contextmanager
+def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only when the block succeeds.
+
+    A crash or an exception leaves the old file (if any) untouched and no partial file behind.
+    With ``overwrite=False`` an existing ``path`` is refused up front (``FileExistsError``)."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"{p} exists (use --overwrite to replace it)")
+    if p.is_dir():
+        raise IsADirectoryError(f"{p} is a directory")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata={"spikeir": json.dumps(info)})
-        os.replace(tmp, path)
+        yield tmp
+        os.replace(tmp, p)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, model_cfg: dict, **meta) -> None:
+    """Write ``model``'s weights and its config to ``path`` (safetensors) atomically."""
+    info = {"model": model_cfg, "spikeir_version": __version__, **meta}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"spikeir": json.dumps(info)})
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, overwrite: bool = False) -> None:
     """Write ``text`` to a temporary file in the same folder, then rename; refuses to replace an
     existing file unless ``overwrite``."""
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise FileExistsError(f"{p} exists (use --overwrite to replace it)")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(path, overwrite) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_json_atomic(path: str | os.PathLike, obj: dict, overwrite: bool = False) -> None:

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from . import distributed as ddp
 from .data import DenoisePatchSampler, load_image_set
 from .evaluate import evaluate_denoise, evaluate_derain
-from .io import atomic_torch_save, resolve_device, save_model, write_json_atomic
+from .io import atomic_output, atomic_torch_save, resolve_device, save_model, write_json_atomic
 from .metrics import ssim_torch
 from .models import PRESETS, build_model, is_spiking
 from .neurons import compact_spike_storage, record_firing_rates
@@ -364,9 +364,8 @@ def _rewrite_log(path: Path, upto: int) -> None:
             continue
         if rec.get("step", 0) <= upto:
             keep.append(line)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(x + "\n" for x in keep))
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(x + "\n" for x in keep))
 
 
 def _drop_stale_best(run: Path, best, start: int) -> None:
