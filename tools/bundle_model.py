@@ -24,7 +24,7 @@ import yaml
 
 from spikeir.data import builtin_images, builtin_licence
 from spikeir.evaluate import evaluate_denoise, evaluate_derain
-from spikeir.io import PRETRAINED_DIR, load_model, write_json_atomic
+from spikeir.io import PRETRAINED_DIR, atomic_output, load_model, write_json_atomic
 from spikeir.models import is_spiking
 from spikeir.rain import synthetic_rain_set
 from spikeir.train import TASKS
@@ -59,6 +59,8 @@ def main() -> int:
     ap.add_argument("--recipe", required=True, help="the config file in configs/ that trains this model")
     ap.add_argument("--stage-of", default=None,
                     help="the model or run this run was started from (train.init_from), if any")
+    ap.add_argument("--stage-run", type=Path, default=None,
+                    help="the run of that earlier stage: its record is shipped too (runs/NAME/stage1/)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()
 
@@ -68,18 +70,30 @@ def main() -> int:
         return 2
     dst = PRETRAINED_DIR / f"{args.name}.safetensors"
     card_path = PRETRAINED_DIR / f"{args.name}.card.json"
+    if args.stage_run is not None and not (args.stage_run / "log.jsonl").is_file():
+        print(f"bundle_model: error: {args.stage_run / 'log.jsonl'} does not exist", file=sys.stderr)
+        return 2
     if (dst.exists() or card_path.exists()) and not args.overwrite:
         print(f"bundle_model: error: {dst} exists (use --overwrite)", file=sys.stderr)
         return 2
     PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
+    with atomic_output(dst) as tmp:
+        shutil.copyfile(src, tmp)
     rec_dir = PRETRAINED_DIR / "runs" / args.name
     rec_dir.mkdir(parents=True, exist_ok=True)
     for f in ("config.yaml", "run.json", "log.jsonl", "curves.png"):
         if (args.run / f).is_file():
             shutil.copyfile(args.run / f, rec_dir / f)
+    stage = None
+    if args.stage_run is not None:
+        (rec_dir / "stage1").mkdir(exist_ok=True)
+        for f in ("config.yaml", "run.json", "log.jsonl", "curves.png"):
+            if (args.stage_run / f).is_file():
+                shutil.copyfile(args.stage_run / f, rec_dir / "stage1" / f)
+        stage_log = [json.loads(x) for x in (args.stage_run / "log.jsonl").read_text().splitlines() if x.strip()]
+        stage = {"run_record": f"pretrained/runs/{args.name}/stage1/",
+                 "steps": max((r.get("step", 0) for r in stage_log), default=0),
+                 "training_seconds": round(training_seconds(stage_log), 1)}
 
     torch.set_num_threads(2)
     model = load_model(dst, "cpu")
@@ -116,6 +130,7 @@ def main() -> int:
         "spiking": is_spiking(model),
         "recipe": args.recipe,
         "stage_of": args.stage_of,
+        "stage": stage,  # the earlier stage's run (steps and time not included in steps/training_seconds)
         "train_config": info.get("train_config"),
         "steps": info.get("steps"),
         "training_seconds": round(training_seconds(log), 1),
