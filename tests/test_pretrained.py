@@ -26,8 +26,8 @@ def test_bundled_denoisers_are_shipped():
 
 
 # held-out gain over the noisy input (~20.2 dB at sigma 25) that each bundled model must keep
-MIN_GAIN_DB = {"spiden-s25": 6.3, "dncnn-s25": 7.0}
-MAX_SNN_ANN_GAP_DB = 1.2  # the bundled pair: 0.81 dB apart on builtin:heldout (README); the issue asks for 0.5
+MIN_GAIN_DB = {"spiden-s25": 7.6, "dncnn-s25": 8.1}  # measured 8.01 and 8.56 on this crop
+MAX_SNN_ANN_GAP_DB = 0.9  # the bundled pair: 0.69 dB apart on builtin:heldout, 0.54 on this crop; the issue asks 0.5
 
 
 @pytest.mark.parametrize("name,cls", [("spiden-s25", SpikingDnCNN), ("dncnn-s25", DnCNN)])
@@ -83,10 +83,35 @@ def test_model_card_matches_the_shipped_file(name):
         res = evaluate_derain(model, synthetic_rain_set("builtin:heldout", "mixed", seed=0), "cpu")
     else:
         res = evaluate_denoise(model, builtin_images("heldout", gray=True), 25.0, "cpu")
-    assert res["mean"]["psnr"] == pytest.approx(card["evaluation"]["mean"]["psnr"], abs=1e-6)
+    # another thread count sums the convolutions in another order: the uint8 rounding of the odd
+    # pixel moves (1e-5 dB seen between 1 and 2 threads) and, in a spiking network, whose output is
+    # discontinuous in its membranes, the odd spike flips (1e-4 dB seen)
+    tol = 2e-3 if card["spiking"] else 1e-4
+    assert res["mean"]["psnr"] == pytest.approx(card["evaluation"]["mean"]["psnr"], abs=tol)
     per_image = {r["name"]: r["psnr"] for r in res["images"]}
     for r in card["evaluation"]["images"]:
-        assert per_image[r["name"]] == pytest.approx(r["psnr"], abs=1e-6)
+        assert per_image[r["name"]] == pytest.approx(r["psnr"], abs=tol)
+
+
+@pytest.mark.parametrize("name", ["spiden-s25", "spiden-s25-scratch", "dncnn-s25", "esdnet-s", "esdnet-s-ann"])
+def test_bundled_model_was_trained_by_its_recipe_file(name):
+    """Every setting in the recipe the card names is the one the shipped model was trained with."""
+    from pathlib import Path
+
+    import yaml
+
+    from spikeir.io import model_card
+
+    card = model_card(name)
+    recipe = yaml.safe_load((Path(__file__).parents[1] / card["recipe"]).read_text())  # as written, no defaults
+    trained = card["train_config"]
+    for section, values in recipe.items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                got = trained[section][k]
+                assert got == v, f"{card['recipe']}: {section}.{k} = {v!r}, trained with {got!r}"
+        else:
+            assert trained[section] == values, f"{card['recipe']}: {section}"
 
 
 def test_models_json_lists_cards(capsys):
