@@ -83,10 +83,11 @@ def test_model_card_matches_the_shipped_file(name):
         res = evaluate_derain(model, synthetic_rain_set("builtin:heldout", "mixed", seed=0), "cpu")
     else:
         res = evaluate_denoise(model, builtin_images("heldout", gray=True), 25.0, "cpu")
-    # another thread count sums the convolutions in another order: the uint8 rounding of the odd
-    # pixel moves (1e-5 dB seen between 1 and 2 threads) and, in a spiking network, whose output is
-    # discontinuous in its membranes, the odd spike flips (1e-4 dB seen)
-    tol = 2e-3 if card["spiking"] else 1e-4
+    # another thread count or CPU sums the convolutions in another order: the uint8 rounding of the
+    # odd pixel moves and, in a spiking network, whose output is discontinuous in its membranes, the
+    # odd spike flips. Weights nudged by one float32 ulp moved the scores by up to 4.6e-3 dB (esdnet-s)
+    # and 4e-5 dB (esdnet-s-ann); the SHA-256 above already pins the file
+    tol = 1e-2 if card["spiking"] else 1e-3
     assert res["mean"]["psnr"] == pytest.approx(card["evaluation"]["mean"]["psnr"], abs=tol)
     per_image = {r["name"]: r["psnr"] for r in res["images"]}
     for r in card["evaluation"]["images"]:
@@ -95,23 +96,25 @@ def test_model_card_matches_the_shipped_file(name):
 
 @pytest.mark.parametrize("name", ["spiden-s25", "spiden-s25-scratch", "dncnn-s25", "esdnet-s", "esdnet-s-ann"])
 def test_bundled_model_was_trained_by_its_recipe_file(name):
-    """Every setting in the recipe the card names is the one the shipped model was trained with."""
+    """The shipped model was trained with exactly the settings its recipe gives (defaults filled in
+    the same way), apart from the CPU thread count, which is the machine's business."""
     from pathlib import Path
 
-    import yaml
-
+    from spikeir.config import load_config
     from spikeir.io import model_card
 
     card = model_card(name)
-    recipe = yaml.safe_load((Path(__file__).parents[1] / card["recipe"]).read_text())  # as written, no defaults
+    recipe = load_config(Path(__file__).parents[1] / card["recipe"])
     trained = card["train_config"]
+    assert set(trained) == set(recipe), card["recipe"]
     for section, values in recipe.items():
-        if isinstance(values, dict):
-            for k, v in values.items():
-                got = trained[section][k]
-                assert got == v, f"{card['recipe']}: {section}.{k} = {v!r}, trained with {got!r}"
-        else:
+        if not isinstance(values, dict):
             assert trained[section] == values, f"{card['recipe']}: {section}"
+            continue
+        keys = set(values) | set(trained[section])
+        for k in sorted(keys - ({"threads"} if section == "train" else set())):
+            want, got = values.get(k), trained[section].get(k)
+            assert got == want, f"{card['recipe']}: {section}.{k} = {want!r}, trained with {got!r}"
 
 
 def test_models_json_lists_cards(capsys):

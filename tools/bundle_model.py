@@ -52,6 +52,41 @@ def training_seconds(log: list[dict]) -> float:
     return total
 
 
+def evaluate_heldout(model, info: dict) -> tuple[list, dict, str]:
+    """The card's scores: ``builtin:heldout`` under the task's test protocol."""
+    if info.get("task") == "derain":
+        heldout = builtin_images("heldout", gray=False)
+        res = evaluate_derain(model, synthetic_rain_set("builtin:heldout", "mixed", seed=0), "cpu")
+        protocol = ("builtin:heldout in colour with synthetic rain (preset mixed: light and heavy alternate, "
+                    "seed 0 per image name; spikeir.rain.synthetic_rain_set), output clamped and rounded to uint8, "
+                    "PSNR/SSIM on the BT.601 Y channel (spikeir.evaluate.evaluate_derain)")
+    else:
+        gray = bool(info.get("gray", True))
+        heldout = builtin_images("heldout", gray=gray)
+        res = evaluate_denoise(model, heldout, float(info.get("sigma", 25)), "cpu")
+        protocol = (f"builtin:heldout, {'gray' if gray else 'colour'}, Gaussian noise sigma "
+                    f"{info.get('sigma')}, generator seeded with 0 per image, unclipped float noise, output "
+                    "clamped and rounded to uint8, PSNR/SSIM on 0..255 (spikeir.evaluate.evaluate_denoise)")
+    return heldout, res, protocol
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
+
+
+def copy_record(run: Path, dest: Path) -> None:
+    """The run record (config, run.json, log, curves) into a fresh ``dest``."""
+    if dest.exists():
+        shutil.rmtree(dest)  # nothing of an earlier bundle's record may outlive its model
+    dest.mkdir(parents=True)
+    for f in RECORD_FILES:
+        if (run / f).is_file():
+            shutil.copyfile(run / f, dest / f)
+
+
+RECORD_FILES = ("config.yaml", "run.json", "log.jsonl", "curves.png")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -61,6 +96,7 @@ def main() -> int:
                     help="the model or run this run was started from (train.init_from), if any")
     ap.add_argument("--stage-run", type=Path, default=None,
                     help="the run of that earlier stage: its record is shipped too (runs/NAME/stage1/)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads for the held-out evaluation")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()
 
@@ -76,28 +112,16 @@ def main() -> int:
     if (dst.exists() or card_path.exists()) and not args.overwrite:
         print(f"bundle_model: error: {dst} exists (use --overwrite)", file=sys.stderr)
         return 2
-    PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
-    with atomic_output(dst) as tmp:
-        shutil.copyfile(src, tmp)
-    rec_dir = PRETRAINED_DIR / "runs" / args.name
-    rec_dir.mkdir(parents=True, exist_ok=True)
-    for f in ("config.yaml", "run.json", "log.jsonl", "curves.png"):
-        if (args.run / f).is_file():
-            shutil.copyfile(args.run / f, rec_dir / f)
-    stage = None
-    if args.stage_run is not None:
-        (rec_dir / "stage1").mkdir(exist_ok=True)
-        for f in ("config.yaml", "run.json", "log.jsonl", "curves.png"):
-            if (args.stage_run / f).is_file():
-                shutil.copyfile(args.stage_run / f, rec_dir / "stage1" / f)
-        stage_log = [json.loads(x) for x in (args.stage_run / "log.jsonl").read_text().splitlines() if x.strip()]
-        stage = {"run_record": f"pretrained/runs/{args.name}/stage1/",
-                 "steps": max((r.get("step", 0) for r in stage_log), default=0),
-                 "training_seconds": round(training_seconds(stage_log), 1)}
 
-    torch.set_num_threads(2)
-    model = load_model(dst, "cpu")
-    info = model.spikeir_info
+    # everything is measured on the run's own file before anything in the package changes
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        model = load_model(src, "cpu")
+        info = model.spikeir_info
+        heldout, res, protocol = evaluate_heldout(model, info)
+    finally:
+        torch.set_num_threads(threads)
     if (args.run / "run.json").is_file():
         run = json.loads((args.run / "run.json").read_text())
     else:  # a run from before run.json existed: its data list is rebuilt from its config, nothing else guessed
@@ -105,25 +129,17 @@ def main() -> int:
         task = TASKS[cfg.get("task", "denoise")](cfg["data"], int(cfg["train"]["seed"]))
         run = {"train_data": task.sources, "hardware": None, "git_revision": None, "versions": None,
                "note": "run record rebuilt at bundling time from config.yaml (the run predates run.json)"}
-    log = [json.loads(x) for x in (args.run / "log.jsonl").read_text().splitlines() if x.strip()]
-    if info.get("task") == "derain":
-        heldout = builtin_images("heldout", gray=False)
-        res = evaluate_derain(model, synthetic_rain_set("builtin:heldout", "mixed", seed=0), "cpu")
-        protocol = ("builtin:heldout in colour with synthetic rain (preset mixed: light and heavy alternate, "
-                    "seed 0 per image name; spikeir.rain.synthetic_rain_set), output clamped and rounded to uint8, "
-                    "PSNR/SSIM on the BT.601 Y channel (spikeir.evaluate.evaluate_derain)")
-    else:
-        gray = bool(info.get("gray", True))
-        heldout = builtin_images("heldout", gray=gray)
-        res = evaluate_denoise(model, heldout, float(info.get("sigma", 25)), "cpu")
-        protocol = (f"builtin:heldout, {'gray' if gray else 'colour'}, Gaussian noise sigma "
-                    f"{info.get('sigma')}, generator seeded with 0 per image, unclipped float noise, output "
-                    "clamped and rounded to uint8, PSNR/SSIM on 0..255 (spikeir.evaluate.evaluate_denoise)")
+    stage = None
+    if args.stage_run is not None:
+        stage_log = read_log(args.stage_run)
+        stage = {"run_record": f"pretrained/runs/{args.name}/stage1/",
+                 "steps": max((r.get("step", 0) for r in stage_log), default=0),
+                 "training_seconds": round(training_seconds(stage_log), 1)}
     train_names = [d["name"] for d in run.get("train_data", [])]
     card = {
         "name": args.name,
         "file": dst.name,
-        "sha256": sha256(dst),
+        "sha256": sha256(src),
         "task": info.get("task"),
         "model": info.get("model"),
         "params": sum(p.numel() for p in model.parameters()),
@@ -133,7 +149,7 @@ def main() -> int:
         "stage": stage,  # the earlier stage's run (steps and time not included in steps/training_seconds)
         "train_config": info.get("train_config"),
         "steps": info.get("steps"),
-        "training_seconds": round(training_seconds(log), 1),
+        "training_seconds": round(training_seconds(read_log(args.run)), 1),
         "hardware": run.get("hardware"),
         "git_revision": run.get("git_revision"),
         "run_record_note": run.get("note"),
@@ -153,6 +169,16 @@ def main() -> int:
         },
         "run_record": f"pretrained/runs/{args.name}/",
     }
+
+    PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
+    rec_dir = PRETRAINED_DIR / "runs" / args.name
+    copy_record(args.run, rec_dir)
+    if args.stage_run is not None:
+        copy_record(args.stage_run, rec_dir / "stage1")
+    with atomic_output(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    if sha256(dst) != card["sha256"]:
+        raise SystemExit(f"bundle_model: error: {src} changed while it was being bundled")
     write_json_atomic(card_path, card, overwrite=True)
     print(f"bundled {args.name}: {dst} ({dst.stat().st_size / 1e6:.2f} MB), held-out PSNR "
           f"{res['mean']['psnr']:.2f} dB, card {card_path}")

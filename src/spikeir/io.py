@@ -46,13 +46,14 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only when the block succeeds.
 
-    A crash or an exception leaves the old file (if any) untouched and no partial file behind.
+    An exception leaves the old file (if any) untouched and removes the temporary file; a killed
+    process leaves the old file untouched and may leave ``.NAME.tmpPID`` beside it.
     With ``overwrite=False`` an existing ``path`` is refused up front (``FileExistsError``)."""
     p = Path(path)
-    if p.exists() and not overwrite:
-        raise FileExistsError(f"{p} exists (use --overwrite to replace it)")
     if p.is_dir():
         raise IsADirectoryError(f"{p} is a directory")
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"{p} exists (use --overwrite to replace it)")
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     try:
