@@ -32,6 +32,8 @@ from spikeir.data import add_test_noise, builtin_images
 from spikeir.evaluate import model_in_channels
 from spikeir.export import OnnxRunner, export_onnx
 from spikeir.io import load_model
+from spikeir.models import is_spiking
+from spikeir.neurons import BaseNeuron
 
 
 def _input(channels: int, size: int) -> torch.Tensor:
@@ -52,6 +54,27 @@ def _time(fn, repeats: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - t0)
     return out
+
+
+def spike_flips(model: torch.nn.Module, x: torch.Tensor, path: Path, threads: int) -> dict | None:
+    """Spikes that differ between PyTorch and ONNX Runtime on ``x`` (a second export with the spike
+    outputs), against all spikes PyTorch emits; None when the two sets of spike tensors do not line up."""
+    rec: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: rec.append(o != 0))
+             for m in model.modules() if isinstance(m, BaseNeuron)]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    export_onnx(model, path, spikes=True, overwrite=True)
+    outs = OnnxRunner(path, threads=threads).run(x.numpy())[1:]
+    if len(outs) != len(rec) or any(o.shape != tuple(r.shape) for o, r in zip(outs, rec)):
+        return None
+    differ = sum(int(((o != 0) != r.numpy()).sum()) for o, r in zip(outs, rec))
+    return {"differ": differ, "torch_spikes": sum(int(r.sum()) for r in rec),
+            "neuron_outputs": sum(r.numel() for r in rec)}
 
 
 def main() -> int:
@@ -108,6 +131,8 @@ def main() -> int:
                    "max_abs_output_diff": diff, "output_pixels_over_1e-4": int((delta > 1e-4).sum()),
                    "torch": summarize(t_torch), "onnxruntime": summarize(t_ort),
                    "torch_over_onnxruntime": ratio}
+            if is_spiking(model):
+                res["spike_flips"] = spike_flips(model, x, Path(tmp) / "spikes.onnx", args.threads)
             results.append(res)
             ms = {k: f"{res[k]['median_s'] * 1e3:.0f} ms" for k in ("torch", "onnxruntime")}
             rows.append([key, ms["torch"], ms["onnxruntime"], f"{ratio:.2f}", f"{diff:.1e}"])
@@ -128,7 +153,9 @@ def main() -> int:
                     "max_abs_output_diff": "largest |ONNX Runtime - PyTorch| over the output image (0..1 scale); "
                                            "rounding differences (folded BatchNorm, another convolution code) "
                                            "can flip a spike whose membrane is within rounding of its threshold",
-                    "output_pixels_over_1e-4": "output pixels where the runtimes differ by more than 1e-4"},
+                    "output_pixels_over_1e-4": "output pixels where the runtimes differ by more than 1e-4",
+                    "spike_flips": "spiking models: neuron outputs (all layers and steps) where ONNX Runtime "
+                                   "and PyTorch disagree on spike / no spike, beside PyTorch's spike count"},
         "results": results,
         "onnxruntime_faster_for": faster,
     }
