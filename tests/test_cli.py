@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -105,6 +106,12 @@ def test_models_and_version(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "spiden-cpu" in out and "dncnn-cpu" in out and "74,857" in out
+    # one column layout for every row, however long a name or parameter count
+    header, *rows = out.splitlines()
+    kind_at, params_end = header.index(" kind "), header.index("params") + len("params")
+    for row in rows:
+        m = re.match(r"(\S+) +(bundled|preset) +([\d,]+)  ", row)
+        assert m and m.start(2) == kind_at + 1 and m.end(3) == params_end, row
     r = run_cli("--version")
     assert r.returncode == 0 and r.stdout.startswith("spikeir ")
 

@@ -162,16 +162,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"bundled": bundled, "presets": presets}, indent=2))
         return 0
-    print(f"{'name':<16} {'kind':<8} {'params':>9}  description")
+    rows = bundled + presets
+    w = max(len("name"), *(len(r["name"]) for r in rows))
+    pw = max(len("params"), *(len(f"{r['params']:,}") for r in rows))
+    print(f"{'name':<{w}} {'kind':<8} {'params':>{pw}}  description")
     for b in bundled:
         card = b["card"] or {}
         score = card.get("evaluation", {}).get("mean", {}).get("psnr")
         desc = (f"{b['model']['name']} {b['task'] or ''} sigma {b['sigma'] if b['sigma'] is not None else '-'}, "
                 f"{b['bytes'] / 1e6:.2f} MB" + (f", held-out {score:.2f} dB" if score is not None else ""))
-        print(f"{b['name']:<16} {'bundled':<8} {b['params']:>9,}  {desc}")
+        print(f"{b['name']:<{w}} {'bundled':<8} {b['params']:>{pw},}  {desc}")
     for p in presets:
         desc = ", ".join(f"{k}={v}" for k, v in p["model"].items() if k != "neuron_kwargs")
-        print(f"{p['name']:<16} {'preset':<8} {p['params']:>9,}  {desc}")
+        print(f"{p['name']:<{w}} {'preset':<8} {p['params']:>{pw},}  {desc}")
     return 0
 
 
