@@ -74,6 +74,9 @@ def read_log(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
 
 
+RECORD_FILES = ("config.yaml", "run.json", "log.jsonl", "curves.png")
+
+
 def copy_record(run: Path, dest: Path) -> None:
     """The run record (config, run.json, log, curves) into a fresh ``dest``."""
     if dest.exists():
@@ -82,9 +85,6 @@ def copy_record(run: Path, dest: Path) -> None:
     for f in RECORD_FILES:
         if (run / f).is_file():
             shutil.copyfile(run / f, dest / f)
-
-
-RECORD_FILES = ("config.yaml", "run.json", "log.jsonl", "curves.png")
 
 
 def main() -> int:

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .io import atomic_output
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
@@ -119,8 +121,6 @@ def _palette_is_gray(im: Image.Image) -> bool:
 
 def write_image_atomic(path: str | os.PathLike, img: np.ndarray, overwrite: bool = False) -> None:
     """Write a uint8 image; never leaves a partial file, refuses to replace unless ``overwrite``."""
-    from .io import atomic_output
-
     with atomic_output(path, overwrite) as tmp:
         Image.fromarray(img).save(tmp, format=_pil_format(Path(path)))
 
