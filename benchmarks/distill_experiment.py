@@ -48,7 +48,10 @@ def student_config(args: argparse.Namespace, seed: int, distill: bool) -> dict:
                          "ckpt_every": max(args.val_every, 250), "threads": args.threads})
     cfg["distill"].update({"teacher": args.teacher, "hints": hint_pairs(args),
                            "hint_weight": args.hint_weight if distill else 0.0, "hint_schedule": args.hint_schedule,
-                           "hint_until": args.hint_until, "hint_norm": args.hint_norm})
+                           "hint_until": args.hint_until, "hint_norm": args.hint_norm,
+                           "output_weight": args.output_weight if distill else 0.0})
+    if distill and args.hint_weight == 0 and args.output_weight > 0:  # output distillation alone: no adapters
+        cfg["distill"]["hints"] = {}
     return cfg
 
 
@@ -105,6 +108,8 @@ def main() -> None:
     ap.add_argument("--hint-weight", type=float, default=0.01)
     ap.add_argument("--hint-norm", default="relative", choices=HINT_NORMS)
     ap.add_argument("--hint-schedule", default="cosine", choices=SCHEDULES)
+    ap.add_argument("--output-weight", type=float, default=0.0,
+                    help="weight of the teacher's output as a second target (same schedule as the hints)")
     ap.add_argument("--hint-until", type=int, default=None, help="step where the hint weight reaches 0 "
                     "(default: the last step)")
     ap.add_argument("--arms", nargs="+", default=["baseline", "distill"], choices=("baseline", "distill"),

@@ -217,6 +217,39 @@ def test_zero_hint_weight_skips_the_teacher():
     assert calls == [] and float(terms["hint"]) == 0.0 and float(terms["loss"]) == 0.5
 
 
+def test_output_distillation_uses_the_teacher_output_as_a_second_target():
+    student, teacher = _pair()
+    d = Distiller({"hints": {}, "output_weight": 0.5, "hint_schedule": "linear"}, student, teacher, 1, 10)
+    assert len(d.adapters) == 0
+    x, clean = torch.rand(2, 1, 12, 12), torch.rand(2, 1, 12, 12)
+    with d.capture():
+        out = student(x)
+    mse = torch.nn.functional.mse_loss
+    recon = mse(out, clean)
+    terms = d.loss_terms(x, out, clean, recon, step=4, loss_fn=mse)
+    with torch.no_grad():
+        t_out = teacher(x)
+    ref = float(mse(out, t_out))
+    assert float(terms["output"]) == pytest.approx(ref, rel=1e-6)
+    assert float(terms["output_weight"]) == pytest.approx(0.5 * (1 - 4 / 10))
+    assert float(terms["loss"]) == pytest.approx(float(recon) + 0.3 * ref, rel=1e-6)
+    # the term back-propagates into the student, never into the teacher
+    terms["loss"].backward()
+    assert student.tail.weight.grad is not None and all(p.grad is None for p in teacher.parameters())
+    # defaults to L1 without the run's loss; and weight 0 at the schedule's end skips the teacher
+    with d.capture():
+        out = student(x)
+    assert float(d.loss_terms(x, out, clean, recon, step=4)["output"]) == pytest.approx(
+        float(torch.nn.functional.l1_loss(out, teacher(x))), rel=1e-6)
+    calls = []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    with d.capture():
+        out = student(x)
+    assert float(d.loss_terms(x, out, clean, recon, step=10)["output"]) == 0.0 and calls == []
+    with pytest.raises(ValueError, match="distill.output_weight must be a number"):
+        Distiller({"hints": {}, "output_weight": -1}, student, teacher, 1, 10)
+
+
 @pytest.mark.parametrize("key,value", [("hint_weight", "big"), ("fft_weight", -1), ("hint_until", True)])
 def test_bad_distill_numbers_are_one_line_errors(key, value):
     student, teacher = _pair()

@@ -8,6 +8,7 @@ channels, bilinear resampling when the sizes differ) and is compared with the te
 The training loss is::
 
     loss = recon(out, clean) + fft_weight * |  |F(out)| - |F(clean)|  |_1 + w_hint(step) * sum_i H_i
+           + w_out(step) * recon(out, teacher(noisy))
 
     H_i = MSE(A_i(s_i), t_i)                      hint_norm: none
     H_i = MSE(A_i(s_i), t_i) / mean(t_i ** 2)     hint_norm: relative
@@ -20,7 +21,11 @@ reconstruction loss many times over and pull the student away from its own task.
 ``recon`` is the run's ``loss`` (L1 in the distillation recipes), ``F`` the 2-D real FFT
 (amplitudes compared, so phase-insensitive sharpness errors are penalised), and ``w_hint``
 follows ``hint_schedule``: ``constant``, or ``linear``/``cosine`` decay from ``hint_weight`` to 0
-at ``hint_until`` (default: the last step). The adapters are trained with the student and are not
+at ``hint_until`` (default: the last step). ``output_weight`` adds output distillation: the
+teacher's restored image as a second target, through the run's own reconstruction loss; its
+weight ``w_out`` follows the same schedule (0 by default). A denoising teacher's output is close
+to the conditional mean of the clean image, a lower-variance target than the clean patch itself.
+With ``output_weight > 0`` the ``hints`` may be empty (output distillation alone). The adapters are trained with the student and are not
 part of the exported model.
 
 Config section (``distill:``)::
@@ -32,6 +37,7 @@ Config section (``distill:``)::
     hint_until: null
     hint_norm: none                             # or relative
     fft_weight: 0.05
+    output_weight: 0.0                          # teacher output as a second target
 """
 
 from __future__ import annotations
@@ -106,9 +112,12 @@ class Distiller(nn.Module):
                  total_steps: int) -> None:
         super().__init__()
         hints = cfg.get("hints")
-        if not isinstance(hints, dict) or not hints:
+        self.output_weight = _number(cfg, "output_weight", 0.0)
+        if hints is None and self.output_weight > 0:
+            hints = {}
+        if not isinstance(hints, dict) or not (hints or self.output_weight > 0):
             raise ValueError("distill.hints must map teacher layer names to student layer names, "
-                             "e.g. {net.8: body.5}")
+                             "e.g. {net.8: body.5} (or be empty with distill.output_weight > 0)")
         self.pairs = [(str(t), str(s)) for t, s in hints.items()]
         self.weight = _number(cfg, "hint_weight", 1.0)
         self.schedule = str(cfg.get("hint_schedule", "constant"))
@@ -166,27 +175,31 @@ class Distiller(nn.Module):
         return self
 
     def loss_terms(self, noisy: torch.Tensor, out: torch.Tensor, clean: torch.Tensor,
-                   recon: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+                   recon: torch.Tensor, step: int, loss_fn=None) -> dict[str, torch.Tensor]:
         """Loss terms for one step; call after the student's forward inside :meth:`capture`.
 
-        Returns ``{"loss", "recon", "fft", "hint", "hint_weight"}`` (tensors; ``loss`` is the sum
-        that is back-propagated)."""
+        ``loss_fn(out, target)`` is the run's reconstruction loss (L1 when not given), used for the
+        output term. Returns ``{"loss", "recon", "fft", "hint", "hint_weight", "output",
+        "output_weight"}`` (tensors; ``loss`` is the sum that is back-propagated)."""
         s_feats = {k[2:]: v for k, v in self._feats.items() if k.startswith("s:")}
         missing = [s for _, s in self.pairs if s not in s_feats]
         if missing:
             raise ValueError(f"student layer(s) {missing} produced no output in the forward pass")
         w = hint_weight_at(step, self.weight, self.schedule, self.until)
+        w_out = hint_weight_at(step, self.output_weight, self.schedule, self.until)
         hint = out.new_zeros(())
-        if w == 0.0:  # (a zero weight is the no-distillation baseline: same losses, no teacher)
-            pairs = []
-        else:
-            pairs = list(zip(self.pairs, self.adapters))
+        kd = out.new_zeros(())
+        # zero weights are the no-distillation baseline: same losses, and the teacher is not run
+        pairs = list(zip(self.pairs, self.adapters)) if w != 0.0 else []
+        if pairs or w_out != 0.0:
             with torch.no_grad():
-                self._active = True
+                self._active = bool(pairs)
                 try:
-                    self.teacher(noisy)
+                    t_out = self.teacher(noisy)
                 finally:
                     self._active = False
+            if w_out != 0.0:
+                kd = (loss_fn or nn.functional.l1_loss)(out, t_out.detach().to(out.dtype))
         for (t, s), adapter in pairs:
             # .float(): under train.amp the captured features are bf16/fp16, the adapters fp32
             tf = _as_map(self._feats[f"t:{t}"]).detach().float()
@@ -198,6 +211,6 @@ class Distiller(nn.Module):
                 h = h / tf.pow(2).mean().clamp_min(1e-12)
             hint = hint + h
         fft = fft_amplitude_loss(out, clean) if self.fft_weight else out.new_zeros(())
-        loss = recon + self.fft_weight * fft + w * hint
+        loss = recon + self.fft_weight * fft + w * hint + w_out * kd
         return {"loss": loss, "recon": recon.detach(), "fft": fft.detach(), "hint": hint.detach(),
-                "hint_weight": torch.tensor(w)}
+                "hint_weight": torch.tensor(w), "output": kd.detach(), "output_weight": torch.tensor(w_out)}

@@ -678,7 +678,7 @@ def _train(cfg: dict, run: Path, dev: torch.device, dist_info: ddp.DistInfo, res
                         out = out.float()
                         loss = loss_fn(out, clean)
                         if distiller is not None:
-                            terms = distiller.loss_terms(noisy, out, clean, loss, step)
+                            terms = distiller.loss_terms(noisy, out, clean, loss, step, loss_fn)
                             loss = terms.pop("loss")
                         reg = rate_reg.penalty() if rate_reg is not None else None
                         if reg is not None:
