@@ -47,10 +47,25 @@ class Evidence:
     script: str
     args: list[str]
     tiny: list[str]
+    # run once per seed (``--seed N``, its own ``--runs`` folder and JSON), then ``--merge`` the files
+    seeds: tuple[int, ...] = ()
 
-    def command(self, results: Path, tiny: bool) -> list[str]:
-        return [sys.executable, str(HERE / self.script), *(self.tiny if tiny else self.args),
-                "--json", str(results / self.file)]
+    def seed_file(self, results: Path, seed: int) -> Path:
+        return results / f"{Path(self.file).stem}_seed{seed}.json"
+
+    def commands(self, results: Path, tiny: bool) -> list[list[str]]:
+        args = self.tiny if tiny else self.args
+        script = [sys.executable, str(HERE / self.script)]
+        if not self.seeds:
+            return [[*script, *args, "--json", str(results / self.file)]]
+        out = []
+        for seed in self.seeds:
+            a = list(args)
+            i = a.index("--runs") + 1
+            a[i] = f"{a[i]}-seed{seed}"
+            out.append([*script, *a, "--seed", str(seed), "--json", str(self.seed_file(results, seed))])
+        files = [str(self.seed_file(results, seed)) for seed in self.seeds]
+        return out + [[*script, "--merge", *files, "--json", str(results / self.file)]]
 
 
 EVIDENCE: dict[str, Evidence] = {
@@ -62,7 +77,8 @@ EVIDENCE: dict[str, Evidence] = {
          "--width-T", "16=2,4", "--rate-targets", "0.2", "0.1", "0.05", "--rate-weight", "0.05",
          "--rate-steps", "150"],
         ["--T", "1", "2", "--width", "6", "4", "--depth", "3", "--steps", "4", "--threads", "1",
-         "--rate-T", "2", "--rate-targets", "0.1", "--rate-steps", "2", "--runs", "{results}/runs/sweep"]),
+         "--rate-T", "2", "--rate-targets", "0.1", "--rate-steps", "2", "--runs", "{results}/runs/sweep"],
+        seeds=(0, 1, 2)),
     "seeds_spiden": Evidence(
         "seeds_spiden.json", "seed_pairs.py", ["--pair", "spiden", "--seeds", "0", "1", "2", "--reuse"],
         ["--pair", "spiden", "--seeds", "0", "1", "2", "--steps", "3", "--ft-steps", "2", "--width", "4",
@@ -110,8 +126,14 @@ def _less(fraction: float) -> str:
 
 def _hw(d: dict) -> str:
     m = d.get("machine") or {}
+    if m and all(isinstance(v, dict) for v in m.values()):  # a merged sweep: one machine record per seed
+        m = next(iter(m.values()))
     cpu = m.get("device") or m.get("processor") or "?"
     return f"{cpu}, {m.get('threads', '?')} thread(s), torch {m.get('torch', '?')}"
+
+
+def _means(d: dict) -> str:
+    return f"means over seeds {', '.join(map(str, d['seeds']))}; " if "seed_means" in d else ""
 
 
 def _seeds(d: dict) -> int:
@@ -120,8 +142,22 @@ def _seeds(d: dict) -> int:
 
 
 def _converted_rows(d: dict, width: int | None = None) -> list[dict]:
-    rows = [r for r in d["rows"] if "finetune_steps" not in r]
+    """The sweep's converted (not fine-tuned) points; for a merged multi-seed sweep, their means
+    over seeds (``psnr_snn_std``: the sample std, None for one seed)."""
+    if "seed_means" in d:
+        rows = [{"width": m["width"], "T": m["T"], "psnr_snn": m["psnr_snn"]["mean"], "psnr_snn_std": m["psnr_snn"]["std"],
+                 "psnr_ann": m["psnr_ann"]["mean"],
+                 **{k: {part: m[k][part]["mean"] for part in ("snn", "ann", "snn_over_ann")}
+                    for k in ("energy_45nm_j", "energy_memory_aware_j")}} for m in d["seed_means"]]
+    else:
+        rows = [r for r in d["rows"] if "finetune_steps" not in r]
     return [r for r in rows if width is None or r["width"] == width]
+
+
+def _db(r: dict) -> str:
+    """A point's PSNR, with its std over seeds when it has one."""
+    std = r.get("psnr_snn_std")
+    return f"{r['psnr_snn']:.2f}" + ("" if std is None else f" +- {std:.2f}")
 
 
 # ----------------------------------------------------------------------------- SPIDEN
@@ -160,13 +196,13 @@ def check_spiden_few_steps(ev: dict) -> dict:
     best = max(rows, key=lambda r: r["psnr_snn"])
     few = max((r for r in rows if r["T"] <= 4), key=lambda r: r["psnr_snn"])
     drop = best["psnr_snn"] - few["psnr_snn"]
-    curve = ", ".join(f"T={r['T']} {r['psnr_snn']:.2f}" for r in sorted(rows, key=lambda r: r["T"]))
+    curve = ", ".join(f"T={r['T']} {_db(r)}" for r in sorted(rows, key=lambda r: r["T"]))
     verdict = _grade(drop, 0.5, 1.5)
     return {"measured": f"best at T<=4: {few['psnr_snn']:.2f} dB (T={few['T']}), {drop:.2f} dB below the best over "
                         f"T (T={best['T']}); {curve} dB; ANN twin {rows[0]['psnr_ann']:.2f} dB",
             "setting": f"{d['protocol']}; width {rows[0]['width']}, depth {d['depth']}, QAT twin converted (no "
-                       f"spike-domain training), {d['steps']} steps; {_hw(d)}",
-            "verdict": verdict, "seeds": 1}
+                       f"spike-domain training), {d['steps']} steps; {_means(d)}{_hw(d)}",
+            "verdict": verdict, "seeds": _seeds(d)}
 
 
 def check_spiden_energy_T(ev: dict) -> dict:
@@ -190,9 +226,9 @@ def check_spiden_energy_T(ev: dict) -> dict:
         verdict, reason = "not reproduced", "energy does not grow monotonically with T"
     if all(x >= 1 for x in mem):
         reason += ("; " if reason else "") + "under the memory-aware model the SNN costs more than the ANN at every T"
-    return {"measured": measured, "verdict": verdict, "reason": reason, "seeds": 1,
+    return {"measured": measured, "verdict": verdict, "reason": reason, "seeds": _seeds(d),
             "setting": f"energy per 256x256 crop of builtin:heldout at measured firing rates; width "
-                       f"{rows[0]['width']}, depth {d['depth']}; {_hw(d)}"}
+                       f"{rows[0]['width']}, depth {d['depth']}; {_means(d)}{_hw(d)}"}
 
 
 def check_spiden_larger(ev: dict) -> dict:
@@ -209,14 +245,14 @@ def check_spiden_larger(ev: dict) -> dict:
                 if best is None or saving > best[0]:
                     best = (saving, s, big)
     if best is None:
-        return {"measured": f"no width-{widths[-1]} SNN matches a width-{widths[0]} one in PSNR", "seeds": 1,
-                "verdict": "not reproduced", "setting": f"{d['protocol']}; {_hw(d)}"}
+        return {"measured": f"no width-{widths[-1]} SNN matches a width-{widths[0]} one in PSNR", "seeds": _seeds(d),
+                "verdict": "not reproduced", "setting": f"{d['protocol']}; {_means(d)}{_hw(d)}"}
     saving, s, big = best
     verdict = "reproduced" if saving >= 0.15 else "partly" if saving > 0 else "not reproduced"
-    return {"measured": f"width {big['width']} T={big['T']} ({big['psnr_snn']:.2f} dB) vs width {s['width']} "
-                        f"T={s['T']} ({s['psnr_snn']:.2f} dB): {_less(saving)} energy (45 nm ops)",
-            "setting": f"{d['protocol']}; QAT twins converted, depth {d['depth']}, widths {widths}; {_hw(d)}",
-            "verdict": verdict, "seeds": 1}
+    return {"measured": f"width {big['width']} T={big['T']} ({_db(big)} dB) vs width {s['width']} "
+                        f"T={s['T']} ({_db(s)} dB): {_less(saving)} energy (45 nm ops)",
+            "setting": f"{d['protocol']}; QAT twins converted, depth {d['depth']}, widths {widths}; {_means(d)}{_hw(d)}",
+            "verdict": verdict, "seeds": _seeds(d)}
 
 
 # ----------------------------------------------------------------------------- ESDNet
@@ -366,18 +402,26 @@ CLAIMS: list[Claim] = [
 def run_evidence(key: str, results: Path, tiny: bool, timeout: float = 6 * 3600) -> str | None:
     """Run one experiment; ``None`` when it succeeded, else a one-line reason."""
     ev = EVIDENCE[key]
-    cmd = [a.replace("{results}", str(results)) for a in ev.command(results, tiny)]
-    print(f"running {key}: {' '.join(cmd[1:])}", flush=True)
-    try:
-        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return f"{key} ran past {timeout:.0f} s"
-    if r.returncode != 0:
-        tail = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()]
-        return f"{key} exited with {r.returncode}: {tail[-1] if tail else 'no output'}"
+    for cmd in ev.commands(results, tiny):
+        cmd = [a.replace("{results}", str(results)) for a in cmd]
+        print(f"running {key}: {' '.join(cmd[1:])}", flush=True)
+        try:
+            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"{key} ran past {timeout:.0f} s"
+        if r.returncode != 0:
+            tail = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()]
+            return f"{key} exited with {r.returncode}: {tail[-1] if tail else 'no output'}"
     if not (results / ev.file).is_file():
         return f"{key} finished without writing {ev.file}"
     return None
+
+
+def _command_text(d: dict, ev: Evidence) -> str:
+    """The commands that made an evidence file: per seed, then the merge, when it was merged."""
+    if isinstance(d.get("commands"), dict) and d.get("command"):
+        return "; ".join([*d["commands"].values(), d["command"]])
+    return d.get("command") or " ".join(["python", f"benchmarks/{ev.script}", *ev.args])
 
 
 def build_rows(results: Path, failures: dict[str, str] | None = None) -> list[dict]:
@@ -401,8 +445,7 @@ def build_rows(results: Path, failures: dict[str, str] | None = None) -> list[di
         row = {"id": c.id, "source": c.paper, "paper": PAPERS[c.paper], "claim": c.claim, "paper_value": c.paper_value,
                "measured": "-", "setting": "-", "command": "-", "evidence": [EVIDENCE[k].file for k in c.evidence],
                "rule": c.rule, "verdict": "", "reason": ""}
-        cmds = [loaded[k].get("command") or " ".join(["python", f"benchmarks/{EVIDENCE[k].script}",
-                                                       *EVIDENCE[k].args]) for k in c.evidence if k in loaded]
+        cmds = [_command_text(loaded[k], EVIDENCE[k]) for k in c.evidence if k in loaded]
         row["command"] = "; ".join(cmds) or "-"
         if c.check is None:
             row.update(verdict="not testable here", reason=c.not_testable)

@@ -94,25 +94,48 @@ def distill_table() -> str:
 def tradeoff_table() -> str:
     d = json.loads((RESULTS / "tradeoff.json").read_text())
     tiled = "energy_memory_aware_tiled_j" in d["rows"][0]
+    merged = "seed_means" in d
     head = ("| width | T | SNN | spike-domain fine-tuning | SNN PSNR | ANN PSNR | firing rate | "
             "SNN/ANN energy, 45 nm ops | SNN/ANN energy, memory-aware (whole image) |"
             + (" memory-aware (64x64 tiles) |" if tiled else ""))
-    lines = [f"`{d['command']}`: {d['protocol']}; {d['steps']} steps per model.", "", head,
-             "|" + "---|" * (head.count("|") - 1)]
-    for r in d["rows"]:
-        if "finetune_steps" in r:
-            rr = r.get("rate_reg")
-            how = (f"{r['finetune_steps']} steps, no rate_reg" if not rr else
-                   f"{r['finetune_steps']} steps, rate_reg target {rr['target']:g} (weight {rr['weight']:g})")
-            kind = "converted + fine-tuned"
-        else:
-            how, kind = "none", f"converted (QAT twin {r['psnr_qat']:.2f} dB)"
-        line = (f"| {r['width']} | {r['T']} | {kind} | {how} | {r['psnr_snn']:.2f} | {r['psnr_ann']:.2f} | "
-                f"{r['firing_rate']:.3f} | {r['energy_45nm_j']['snn_over_ann']:.2f} | "
-                f"{r['energy_memory_aware_j']['snn_over_ann']:.2f} |")
+    if merged:
+        cmds = "; ".join(f"`{c}`" for c in d["commands"].values())
+        lines = [f"{cmds}; then `{d['command']}`: {d['protocol']}; {d['steps']} steps per model. Converted "
+                 f"points: mean +- std over seeds {', '.join(map(str, d['seeds']))}; fine-tuned rows: the seed named.",
+                 "", head, "|" + "---|" * (head.count("|") - 1)]
+    else:
+        lines = [f"`{d['command']}`: {d['protocol']}; {d['steps']} steps per model.", "", head,
+                 "|" + "---|" * (head.count("|") - 1)]
+
+    def pm(x) -> str:
+        if not isinstance(x, dict):
+            return f"{x:.2f}"
+        return f"{x['mean']:.2f}" + ("" if x["std"] is None else f" +- {x['std']:.2f}")
+
+    def rate(x) -> str:
+        return f"{x:.3f}" if not isinstance(x, dict) else f"{x['mean']:.3f}"
+
+    points = d["seed_means"] if merged else [r for r in d["rows"] if "finetune_steps" not in r]
+    tuned = [r for r in d["rows"] if "finetune_steps" in r]
+    for r in sorted(points, key=lambda r: (-r["width"], r["T"])):
+        kind = (f"converted (QAT twin {pm(r['psnr_qat'])} dB)")
+        cells = [str(r["width"]), str(r["T"]), kind, "none", pm(r["psnr_snn"]), pm(r["psnr_ann"]),
+                 rate(r["firing_rate"]), pm(r["energy_45nm_j"]["snn_over_ann"]),
+                 pm(r["energy_memory_aware_j"]["snn_over_ann"])]
         if tiled:
-            line += f" {r['energy_memory_aware_tiled_j']['snn_over_ann']:.2f} |"
-        lines.append(line)
+            cells.append(pm(r["energy_memory_aware_tiled_j"]["snn_over_ann"]))
+        lines.append("| " + " | ".join(cells) + " |")
+        for t in (x for x in tuned if (x["width"], x["T"]) == (r["width"], r["T"])):
+            rr = t.get("rate_reg")
+            how = (f"{t['finetune_steps']} steps, no rate_reg" if not rr else
+                   f"{t['finetune_steps']} steps, rate_reg target {rr['target']:g} (weight {rr['weight']:g})")
+            kind = "converted + fine-tuned" + (f" (seed {t['seed']})" if merged else "")
+            cells = [str(t["width"]), str(t["T"]), kind, how, pm(t["psnr_snn"]), pm(t["psnr_ann"]),
+                     rate(t["firing_rate"]), pm(t["energy_45nm_j"]["snn_over_ann"]),
+                     pm(t["energy_memory_aware_j"]["snn_over_ann"])]
+            if tiled:
+                cells.append(pm(t["energy_memory_aware_tiled_j"]["snn_over_ann"]))
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -21,6 +21,13 @@ regulariser, so the regulariser's effect is told apart from the fine-tuning's.
 
 Training runs go to ``--runs`` and are reused with ``--reuse`` (a run cut short is resumed); a ReLU
 twin already trained with the same recipe can be named with ``--ann WIDTH=FILE``.
+
+Seeds: one sweep per ``--seed`` (separate processes can run them side by side), then
+
+    python benchmarks/tradeoff_sweep.py --merge seed0.json seed1.json seed2.json --json tradeoff.json
+
+joins them: every row tagged with its ``seed``, and ``seed_means`` with the mean and sample
+standard deviation over seeds of each converted (width, T) point.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_info, spiden_stage2_config, train_or_reuse, write_json  # noqa: E402
+from _common import machine_info, mean_std, spiden_stage2_config, train_or_reuse, write_json  # noqa: E402
 from spikeir.config import load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
 from spikeir.energy import EnergyModel, measure  # noqa: E402
@@ -94,6 +101,16 @@ def trained(args: argparse.Namespace, name: str, cfg: dict) -> Path:
     return train_or_reuse(Path(args.runs) / name, cfg, args.reuse)
 
 
+def plot_rows(d: dict) -> list[dict]:
+    """The rows to draw: per-seed sweeps as they are; merged ones as the seed means of the converted
+    points (the fine-tuned rows are not drawn, most were run for one seed)."""
+    if "seed_means" not in d:
+        return d["rows"]
+    return [{"width": m["width"], "T": m["T"], "psnr_snn": m["psnr_snn"]["mean"], "psnr_ann": m["psnr_ann"]["mean"],
+             "energy_45nm_j": {"snn": m["energy_45nm_j"]["snn"]["mean"], "ann": m["energy_45nm_j"]["ann"]["mean"]}}
+            for m in d["seed_means"]]
+
+
 def plot(rows: list[dict], png: Path) -> None:
     """PSNR against 45 nm energy: one line per width over T, the rate_reg runs, the ANN twins."""
     series: dict[str, list[tuple[float, float]]] = {}
@@ -106,8 +123,46 @@ def plot(rows: list[dict], png: Path) -> None:
     line_panel("PSNR (dB) against energy per 256x256 image (uJ, 45 nm ops)", series, size=(640, 340)).save(png)
 
 
+MEAN_KEYS = ("psnr_snn", "ssim_snn", "psnr_ann", "psnr_qat", "firing_rate")
+ENERGY_KEYS = ("energy_45nm_j", "energy_memory_aware_j", "energy_memory_aware_tiled_j")
+
+
+def merge(files: list[str]) -> dict:
+    """One result from per-seed sweeps of the same settings: rows tagged with their seed, and
+    ``seed_means``, per converted (width, T), the mean +- std over seeds of PSNRs, rate and
+    energies (the SNN's, the ANN's and their ratio)."""
+    parts = [json.loads(Path(f).read_text()) for f in files]
+    first = parts[0]
+    for f, d in zip(files, parts):
+        for key in ("protocol", "steps", "depth", "images"):
+            if d.get(key) != first.get(key):
+                raise SystemExit(f"{f}: {key} differs from {files[0]}'s; only sweeps of the same settings merge")
+    seeds = [d["seed"] for d in parts]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"the files repeat a seed: {seeds}")
+    rows = [{**r, "seed": d["seed"]} for d in parts for r in d["rows"]]
+    points: dict[tuple[int, int], list[dict]] = {}
+    for r in rows:
+        if "finetune_steps" not in r:
+            points.setdefault((r["width"], r["T"]), []).append(r)
+    means = []
+    for (width, T), rs in points.items():
+        m = {"width": width, "T": T, "seeds": [r["seed"] for r in rs]}
+        m.update({k: mean_std([r[k] for r in rs]) for k in MEAN_KEYS if all(k in r for r in rs)})
+        for k in ENERGY_KEYS:
+            if all(k in r for r in rs):
+                m[k] = {part: mean_std([r[k][part] for r in rs]) for part in ("snn", "ann", "snn_over_ann")}
+        means.append(m)
+    return {"command": " ".join(["python"] + sys.argv), "commands": {str(d["seed"]): d["command"] for d in parts},
+            **{k: first[k] for k in ("protocol", "images", "steps", "depth", "tile_pixels", "rows_note")},
+            "seeds": seeds, "rows": rows, "seed_means": means,
+            "machine": {str(d["seed"]): d["machine"] for d in parts}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--merge", nargs="+", metavar="JSON", default=None,
+                    help="join per-seed result files of the same settings into --json, train nothing")
     ap.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--width", type=int, nargs="+", default=[32])
     ap.add_argument("--width-T", nargs="*", default=[], metavar="WIDTH=T,T,...",
@@ -129,8 +184,15 @@ def main() -> None:
     ap.add_argument("--rate-steps", type=int, default=250)
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON, train nothing")
     args = ap.parse_args()
+    png = Path(args.png or Path(args.json).with_suffix(".png"))
+    if args.merge:
+        result = merge(args.merge)
+        write_json(args.json, result)
+        plot(plot_rows(result), png)
+        print(json.dumps({"json": args.json, "png": str(png), "seeds": result["seeds"]}))
+        return
     if args.plot_only:
-        plot(json.loads(Path(args.json).read_text())["rows"], Path(args.png or Path(args.json).with_suffix(".png")))
+        plot(plot_rows(json.loads(Path(args.json).read_text())), png)
         return
     torch.set_num_threads(args.threads)
     given = {int(k): v for k, v in (a.split("=", 1) for a in args.ann)}
@@ -173,7 +235,6 @@ def main() -> None:
         "machine": machine_info(torch.device("cpu"), args.threads),
     }
     write_json(args.json, result)
-    png = Path(args.png or Path(args.json).with_suffix(".png"))
     plot(rows, png)
     print(json.dumps({"json": args.json, "png": str(png)}))
 

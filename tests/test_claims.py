@@ -95,3 +95,35 @@ def test_failed_or_broken_evidence_is_reported_not_dropped(tmp_path, monkeypatch
     assert rows["distill-student"]["verdict"] == "failed" and "unreadable" in rows["distill-student"]["reason"]
     assert rows["esdnet-quality"]["verdict"] == "failed" and "check failed" in rows["esdnet-quality"]["reason"]
     assert rows["spiden-few-steps"]["verdict"] == "failed" and "missing" in rows["spiden-few-steps"]["reason"]
+
+
+def test_tradeoff_evidence_is_three_seed_sweeps_merged(tiny_run):
+    out, data, _ = tiny_run
+    d = json.loads((out / "tradeoff.json").read_text())
+    assert d["seeds"] == [0, 1, 2] and set(d["commands"]) == {"0", "1", "2"}
+    converted = [r for r in d["rows"] if "finetune_steps" not in r]
+    for m in d["seed_means"]:
+        vals = [r["psnr_snn"] for r in converted if (r["width"], r["T"]) == (m["width"], m["T"])]
+        assert sorted(r["seed"] for r in converted if (r["width"], r["T"]) == (m["width"], m["T"])) == [0, 1, 2]
+        mean = sum(vals) / 3
+        assert m["psnr_snn"]["mean"] == pytest.approx(mean)
+        assert m["psnr_snn"]["std"] == pytest.approx((sum((v - mean) ** 2 for v in vals) / 2) ** 0.5)
+    assert len(d["seed_means"]) == len({(r["width"], r["T"]) for r in converted})
+    row = next(r for r in data["rows"] if r["id"] == "spiden-few-steps")
+    assert row["seeds"] == 3 and "+-" in row["measured"] and "--merge" in row["command"]
+
+
+def test_tradeoff_merge_refuses_different_settings_or_repeated_seeds(tmp_path):
+    import tradeoff_sweep
+
+    base = {"command": "c", "protocol": "p", "images": ["a"], "steps": 4, "depth": 3, "tile_pixels": 16,
+            "rows_note": "n", "rows": [], "machine": {}}
+    files = []
+    for i, extra in enumerate([{"seed": 0}, {"seed": 1, "steps": 5}, {"seed": 0}]):
+        f = tmp_path / f"s{i}.json"
+        f.write_text(json.dumps({**base, **extra}))
+        files.append(str(f))
+    with pytest.raises(SystemExit, match="steps differs"):
+        tradeoff_sweep.merge(files[:2])
+    with pytest.raises(SystemExit, match="repeat a seed"):
+        tradeoff_sweep.merge([files[0], files[2]])
