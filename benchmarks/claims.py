@@ -198,7 +198,7 @@ def check_spiden_few_steps(ev: dict) -> dict:
     drop = best["psnr_snn"] - few["psnr_snn"]
     curve = ", ".join(f"T={r['T']} {_db(r)}" for r in sorted(rows, key=lambda r: r["T"]))
     verdict = _grade(drop, 0.5, 1.5)
-    return {"measured": f"best at T<=4: {few['psnr_snn']:.2f} dB (T={few['T']}), {drop:.2f} dB below the best over "
+    return {"measured": f"best at T<=4: {_db(few)} dB (T={few['T']}), {drop:.2f} dB below the best over "
                         f"T (T={best['T']}); {curve} dB; ANN twin {rows[0]['psnr_ann']:.2f} dB",
             "setting": f"{d['protocol']}; width {rows[0]['width']}, depth {d['depth']}, QAT twin converted (no "
                        f"spike-domain training), {d['steps']} steps; {_means(d)}{_hw(d)}",

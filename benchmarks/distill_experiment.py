@@ -179,6 +179,7 @@ def main() -> None:
                              "distill_minus_baseline": mean_std([d[-1][1] - b[-1][1] for d, b in
                                                                  zip(curves["distill"], curves["baseline"])])},
         "curves": {arm: m for arm, m in mean.items()},
+        "curves_per_seed": {arm: {str(seed): c for seed, c in zip(args.seeds, cs)} for arm, cs in curves.items()},
         "params": {"teacher": count_parameters(teacher), "student": count_parameters(student)},
         "energy_45nm_j": {"teacher": energy["ops_45nm"]["ann_j"], "student": energy["ops_45nm"]["snn_j"],
                           "student_over_teacher": energy["ops_45nm"]["snn_over_ann"]},

@@ -93,8 +93,8 @@ def distill_table() -> str:
 
 def tradeoff_table() -> str:
     d = json.loads((RESULTS / "tradeoff.json").read_text())
-    tiled = "energy_memory_aware_tiled_j" in d["rows"][0]
     merged = "seed_means" in d
+    tiled = all("energy_memory_aware_tiled_j" in r for r in (d["seed_means"] if merged else d["rows"]))
     head = ("| width | T | SNN | spike-domain fine-tuning | SNN PSNR | ANN PSNR | firing rate | "
             "SNN/ANN energy, 45 nm ops | SNN/ANN energy, memory-aware (whole image) |"
             + (" memory-aware (64x64 tiles) |" if tiled else ""))
@@ -118,7 +118,7 @@ def tradeoff_table() -> str:
     points = d["seed_means"] if merged else [r for r in d["rows"] if "finetune_steps" not in r]
     tuned = [r for r in d["rows"] if "finetune_steps" in r]
     for r in sorted(points, key=lambda r: (-r["width"], r["T"])):
-        kind = (f"converted (QAT twin {pm(r['psnr_qat'])} dB)")
+        kind = f"converted (QAT twin {pm(r['psnr_qat'])} dB)" if "psnr_qat" in r else "converted"
         cells = [str(r["width"]), str(r["T"]), kind, "none", pm(r["psnr_snn"]), pm(r["psnr_ann"]),
                  rate(r["firing_rate"]), pm(r["energy_45nm_j"]["snn_over_ann"]),
                  pm(r["energy_memory_aware_j"]["snn_over_ann"])]

@@ -71,6 +71,8 @@ def finetune_recipe(args: argparse.Namespace, width: int, T: int, init: Path, ta
     cfg = spiden_stage2_config(width, args.depth, T, init, args.rate_steps, args.threads)
     cfg["loss"] = "mse" if target is None else {
         "name": "mse", "rate_reg": {"weight": args.rate_weight, "target": target}}
+    # fresh patch draws per sweep seed; seed 0 keeps the recipe's own seed (1: stage 1 drew with 0)
+    cfg["train"]["seed"] = args.seed + 1
     cfg["train"]["ckpt_every"] = min(100, args.rate_steps)
     return cfg
 
@@ -103,7 +105,7 @@ def trained(args: argparse.Namespace, name: str, cfg: dict) -> Path:
 
 def plot_rows(d: dict) -> list[dict]:
     """The rows to draw: per-seed sweeps as they are; merged ones as the seed means of the converted
-    points (the fine-tuned rows are not drawn, most were run for one seed)."""
+    points (their fine-tuned rows are not drawn)."""
     if "seed_means" not in d:
         return d["rows"]
     return [{"width": m["width"], "T": m["T"], "psnr_snn": m["psnr_snn"]["mean"], "psnr_ann": m["psnr_ann"]["mean"],
@@ -133,10 +135,18 @@ def merge(files: list[str]) -> dict:
     energies (the SNN's, the ANN's and their ratio)."""
     parts = [json.loads(Path(f).read_text()) for f in files]
     first = parts[0]
+
+    def grid(d: dict) -> list:
+        return sorted((r["width"], r["T"]) for r in d["rows"] if "finetune_steps" not in r)
+
     for f, d in zip(files, parts):
-        for key in ("protocol", "steps", "depth", "images"):
-            if d.get(key) != first.get(key):
+        for key in ("protocol", "steps", "depth", "images", "seed"):
+            if key not in d:
+                raise SystemExit(f"{f} has no {key!r}: not a tradeoff_sweep result")
+            if key != "seed" and d[key] != first[key]:
                 raise SystemExit(f"{f}: {key} differs from {files[0]}'s; only sweeps of the same settings merge")
+        if grid(d) != grid(first):  # every mean must be over every seed
+            raise SystemExit(f"{f}: its (width, T) points {grid(d)} differ from {files[0]}'s {grid(first)}")
     seeds = [d["seed"] for d in parts]
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"the files repeat a seed: {seeds}")
@@ -154,7 +164,7 @@ def merge(files: list[str]) -> dict:
                 m[k] = {part: mean_std([r[k][part] for r in rs]) for part in ("snn", "ann", "snn_over_ann")}
         means.append(m)
     return {"command": " ".join(["python"] + sys.argv), "commands": {str(d["seed"]): d["command"] for d in parts},
-            **{k: first[k] for k in ("protocol", "images", "steps", "depth", "tile_pixels", "rows_note")},
+            **{k: first.get(k) for k in ("protocol", "images", "steps", "depth", "tile_pixels", "rows_note")},
             "seeds": seeds, "rows": rows, "seed_means": means,
             "machine": {str(d["seed"]): d["machine"] for d in parts}}
 

@@ -109,6 +109,7 @@ def test_tradeoff_evidence_is_three_seed_sweeps_merged(tiny_run):
         assert m["psnr_snn"]["mean"] == pytest.approx(mean)
         assert m["psnr_snn"]["std"] == pytest.approx((sum((v - mean) ** 2 for v in vals) / 2) ** 0.5)
     assert len(d["seed_means"]) == len({(r["width"], r["T"]) for r in converted})
+    assert any(m["psnr_snn"]["std"] > 0 for m in d["seed_means"])  # the seeds really trained different networks
     row = next(r for r in data["rows"] if r["id"] == "spiden-few-steps")
     assert row["seeds"] == 3 and "+-" in row["measured"] and "--merge" in row["command"]
 
@@ -119,7 +120,8 @@ def test_tradeoff_merge_refuses_different_settings_or_repeated_seeds(tmp_path):
     base = {"command": "c", "protocol": "p", "images": ["a"], "steps": 4, "depth": 3, "tile_pixels": 16,
             "rows_note": "n", "rows": [], "machine": {}}
     files = []
-    for i, extra in enumerate([{"seed": 0}, {"seed": 1, "steps": 5}, {"seed": 0}]):
+    other_grid = {"seed": 2, "rows": [{"width": 4, "T": 2}]}
+    for i, extra in enumerate([{"seed": 0}, {"seed": 1, "steps": 5}, {"seed": 0}, other_grid]):
         f = tmp_path / f"s{i}.json"
         f.write_text(json.dumps({**base, **extra}))
         files.append(str(f))
@@ -127,3 +129,5 @@ def test_tradeoff_merge_refuses_different_settings_or_repeated_seeds(tmp_path):
         tradeoff_sweep.merge(files[:2])
     with pytest.raises(SystemExit, match="repeat a seed"):
         tradeoff_sweep.merge([files[0], files[2]])
+    with pytest.raises(SystemExit, match=r"\(width, T\) points"):  # a mean over fewer seeds than claimed
+        tradeoff_sweep.merge([files[0], files[3]])
