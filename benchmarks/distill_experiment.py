@@ -56,13 +56,14 @@ def student_config(args: argparse.Namespace, seed: int, distill: bool) -> dict:
 
 
 def hint_pairs(args: argparse.Namespace) -> dict:
-    """Teacher layer -> student layer: the ANN's ReLU outputs at 1/4, 1/2, 3/4 and the full depth,
-    hinted to the student's neurons at the same relative depths (the recipe's pairs for its sizes)."""
+    """Teacher layer -> student layer: the ANN's ReLU outputs at the relative depths ``--hint-at``
+    (default 1/4, 1/2, 3/4 and the full depth: the recipe's pairs for its sizes), hinted to the
+    student's neurons at the same relative depths."""
     teacher = load_model(args.teacher, "cpu")
     relus = [n for n, m in teacher.named_modules() if isinstance(m, torch.nn.ReLU)]
     student_neurons = [f"body.{2 * i + 1}" for i in range(args.depth - 2)]
     pairs = {}
-    for frac in (0.25, 0.5, 0.75, 1.0):
+    for frac in args.hint_at:
         t = relus[max(0, round(frac * len(relus)) - 1)]
         s = student_neurons[max(0, round(frac * len(student_neurons)) - 1)]
         pairs[t] = s
@@ -108,6 +109,8 @@ def main() -> None:
     ap.add_argument("--hint-weight", type=float, default=0.01)
     ap.add_argument("--hint-norm", default="relative", choices=HINT_NORMS)
     ap.add_argument("--hint-schedule", default="cosine", choices=SCHEDULES)
+    ap.add_argument("--hint-at", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0], metavar="FRACTION",
+                    help="relative depths of the hinted layers (1.0: the last hidden layer)")
     ap.add_argument("--output-weight", type=float, default=0.0,
                     help="weight of the teacher's output as a second target (same schedule as the hints)")
     ap.add_argument("--hint-until", type=int, default=None, help="step where the hint weight reaches 0 "
