@@ -25,8 +25,8 @@ at ``hint_until`` (default: the last step). ``output_weight`` adds output distil
 teacher's restored image as a second target, through the run's own reconstruction loss; its
 weight ``w_out`` follows the same schedule (0 by default). A denoising teacher's output is close
 to the conditional mean of the clean image, a lower-variance target than the clean patch itself.
-With ``output_weight > 0`` the ``hints`` may be empty (output distillation alone). The adapters are trained with the student and are not
-part of the exported model.
+With ``output_weight > 0`` the ``hints`` may be empty (output distillation alone). The adapters
+are trained with the student and are not part of the exported model.
 
 Config section (``distill:``)::
 
