@@ -145,8 +145,8 @@ def _converted_rows(d: dict, width: int | None = None) -> list[dict]:
     """The sweep's converted (not fine-tuned) points; for a merged multi-seed sweep, their means
     over seeds (``psnr_snn_std``: the sample std, None for one seed)."""
     if "seed_means" in d:
-        rows = [{"width": m["width"], "T": m["T"], "psnr_snn": m["psnr_snn"]["mean"], "psnr_snn_std": m["psnr_snn"]["std"],
-                 "psnr_ann": m["psnr_ann"]["mean"],
+        rows = [{"width": m["width"], "T": m["T"], "psnr_snn": m["psnr_snn"]["mean"],
+                 "psnr_snn_std": m["psnr_snn"]["std"], "psnr_ann": m["psnr_ann"]["mean"],
                  **{k: {part: m[k][part]["mean"] for part in ("snn", "ann", "snn_over_ann")}
                     for k in ("energy_45nm_j", "energy_memory_aware_j")}} for m in d["seed_means"]]
     else:
@@ -251,7 +251,8 @@ def check_spiden_larger(ev: dict) -> dict:
     verdict = "reproduced" if saving >= 0.15 else "partly" if saving > 0 else "not reproduced"
     return {"measured": f"width {big['width']} T={big['T']} ({_db(big)} dB) vs width {s['width']} "
                         f"T={s['T']} ({_db(s)} dB): {_less(saving)} energy (45 nm ops)",
-            "setting": f"{d['protocol']}; QAT twins converted, depth {d['depth']}, widths {widths}; {_means(d)}{_hw(d)}",
+            "setting": f"{d['protocol']}; QAT twins converted, depth {d['depth']}, widths {widths}; "
+                       f"{_means(d)}{_hw(d)}",
             "verdict": verdict, "seeds": _seeds(d)}
 
 
