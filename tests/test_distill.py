@@ -266,6 +266,8 @@ def test_output_distillation_uses_the_teacher_output_as_a_second_target():
     assert float(d.loss_terms(x, out, clean, recon, step=10)["output"]) == 0.0 and calls == []
     with pytest.raises(ValueError, match="distill.output_weight must be a number"):
         Distiller({"hints": {}, "output_weight": -1}, student, teacher, 1, 10)
+    with pytest.raises(ValueError, match=r"unknown distill setting\(s\) 'output_weigth'; valid: teacher, hints"):
+        Distiller({"hints": {}, "output_weigth": 1.0}, student, teacher, 1, 10)
 
 
 @pytest.mark.parametrize("key,value", [("hint_weight", "big"), ("fft_weight", -1), ("hint_until", True)])

@@ -52,6 +52,7 @@ from torch import nn
 __all__ = ["Distiller", "hint_weight_at", "fft_amplitude_loss", "SCHEDULES", "HINT_NORMS"]
 
 SCHEDULES = ("constant", "linear", "cosine")
+KEYS = ("teacher", "hints", "hint_weight", "hint_schedule", "hint_until", "hint_norm", "fft_weight", "output_weight")
 HINT_NORMS = ("none", "relative")
 
 
@@ -111,6 +112,10 @@ class Distiller(nn.Module):
     def __init__(self, cfg: dict, student: nn.Module, teacher: nn.Module, in_channels: int,
                  total_steps: int) -> None:
         super().__init__()
+        unknown = sorted(set(cfg) - set(KEYS))
+        if unknown:  # a misspelt weight would otherwise train the baseline without a word
+            raise ValueError(f"unknown distill setting(s) {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(KEYS)}")
         hints = cfg.get("hints")
         self.output_weight = _number(cfg, "output_weight", 0.0)
         if hints is None and self.output_weight > 0:
