@@ -115,27 +115,24 @@ def tradeoff_table() -> str:
     def rate(x) -> str:
         return f"{x:.3f}" if not isinstance(x, dict) else f"{x['mean']:.3f}"
 
-    points = d["seed_means"] if merged else [r for r in d["rows"] if "finetune_steps" not in r]
-    tuned = [r for r in d["rows"] if "finetune_steps" in r]
-    for r in sorted(points, key=lambda r: (-r["width"], r["T"])):
-        kind = f"converted (QAT twin {pm(r['psnr_qat'])} dB)" if "psnr_qat" in r else "converted"
-        cells = [str(r["width"]), str(r["T"]), kind, "none", pm(r["psnr_snn"]), pm(r["psnr_ann"]),
+    def line(r: dict, kind: str, how: str) -> str:
+        cells = [str(r["width"]), str(r["T"]), kind, how, pm(r["psnr_snn"]), pm(r["psnr_ann"]),
                  rate(r["firing_rate"]), pm(r["energy_45nm_j"]["snn_over_ann"]),
                  pm(r["energy_memory_aware_j"]["snn_over_ann"])]
         if tiled:
             cells.append(pm(r["energy_memory_aware_tiled_j"]["snn_over_ann"]))
-        lines.append("| " + " | ".join(cells) + " |")
+        return "| " + " | ".join(cells) + " |"
+
+    points = d["seed_means"] if merged else [r for r in d["rows"] if "finetune_steps" not in r]
+    tuned = [r for r in d["rows"] if "finetune_steps" in r]
+    for r in sorted(points, key=lambda r: (-r["width"], r["T"])):
+        lines.append(line(r, f"converted (QAT twin {pm(r['psnr_qat'])} dB)" if "psnr_qat" in r else "converted",
+                          "none"))
         for t in (x for x in tuned if (x["width"], x["T"]) == (r["width"], r["T"])):
             rr = t.get("rate_reg")
             how = (f"{t['finetune_steps']} steps, no rate_reg" if not rr else
                    f"{t['finetune_steps']} steps, rate_reg target {rr['target']:g} (weight {rr['weight']:g})")
-            kind = "converted + fine-tuned" + (f" (seed {t['seed']})" if merged else "")
-            cells = [str(t["width"]), str(t["T"]), kind, how, pm(t["psnr_snn"]), pm(t["psnr_ann"]),
-                     rate(t["firing_rate"]), pm(t["energy_45nm_j"]["snn_over_ann"]),
-                     pm(t["energy_memory_aware_j"]["snn_over_ann"])]
-            if tiled:
-                cells.append(pm(t["energy_memory_aware_tiled_j"]["snn_over_ann"]))
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append(line(t, "converted + fine-tuned" + (f" (seed {t['seed']})" if merged else ""), how))
     return "\n".join(lines)
 
 
