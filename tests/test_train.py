@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -335,3 +336,40 @@ def test_rate_regulariser_lowers_the_firing_rate_as_its_weight_rises(tmp_path):
     bad["loss"] = {"name": "mse", "rate_reg": {"weight": 1.0, "target": 2.0}}
     with pytest.raises(ValueError, match="target <= 1"):
         train(bad, tmp_path / "bad", device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.step=5", r"unknown config setting 'train\.step'; did you mean 'steps'\?"),
+    ("data.batchsize=4", r"'data\.batchsize'; did you mean 'batch_size'\?"),
+    ("optim.momentum=0.9", r"'optim\.momentum'; valid in optim: name, lr"),
+    ("sched.warmpu=3", r"did you mean 'warmup'\?"),
+    ("trian.steps=3", r"unknown config setting 'trian'; did you mean 'train'\?"),
+])
+def test_unknown_config_settings_are_errors(tmp_path, override, needle):
+    # a misspelt key used to train with the default silently
+    cfg = apply_overrides(tiny_cfg(tmp_path), [override])
+    with pytest.raises(ValueError, match=needle):
+        train(cfg, tmp_path / "run", device="cpu", progress=False)
+    assert not (tmp_path / "run").exists()
+    cfg = tiny_cfg(tmp_path)
+    cfg["loss"] = {"name": "l1", "rate_weight": 0.1}
+    with pytest.raises(ValueError, match=r"'loss\.rate_weight'; did you mean 'rate_reg'\?"):
+        train(cfg, tmp_path / "run", device="cpu", progress=False)
+
+
+def test_config_keys_cover_what_the_trainer_reads():
+    # every key the trainer looks up is in CONFIG_KEYS, so a valid setting is never refused
+    import re
+
+    from spikeir import train as train_mod
+    from spikeir.config import DEFAULTS
+
+    src = Path(train_mod.__file__).read_text()
+    for sect, var in (("train", "tcfg"), ("data", "dcfg")):
+        read = set(re.findall(rf'{var}(?:\.get\(|\[)"(\w+)"', src))
+        read |= set(re.findall(rf'cfg\["{sect}"\](?:\.get\(|\[)"(\w+)"', src))
+        assert read and read <= set(train_mod.CONFIG_KEYS[sect]), read - set(train_mod.CONFIG_KEYS[sect])
+    for sect, keys in DEFAULTS.items():
+        assert sect in train_mod.CONFIG_KEYS[""]
+        if isinstance(keys, dict) and sect in train_mod.CONFIG_KEYS:
+            assert set(keys) <= set(train_mod.CONFIG_KEYS[sect])

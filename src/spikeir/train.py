@@ -329,11 +329,43 @@ def _config_diff(a: dict, b: dict, prefix: tuple = ()) -> list[str]:
     return out
 
 
+# The settings each section reads; anything else is a typo that would otherwise train with a
+# default silently (``model`` is checked by the model's constructor, ``distill`` by distill.KEYS).
+CONFIG_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("task", "model", "data", "optim", "sched", "loss", "train", "distill"),
+    "train": ("steps", "seed", "grad_clip", "log_every", "val_every", "ckpt_every", "keep_ckpts", "threads",
+              "init_from", "stop_at", "accum_steps", "amp", "ema", "best", "tensorboard", "compact_spikes",
+              "max_bad_steps", "sync_bn", "dist_timeout"),
+    "data": ("train", "val", "gray", "patch", "batch_size", "sigma", "val_sigma", "val_crop", "rain",
+             "train_pairs", "val_pairs", "layout", "rainy_half"),
+    "optim": ("name", "lr", "weight_decay", "betas"),
+    "sched": ("warmup", "min_lr"),
+    "loss": ("name", "rate_reg"),
+}
+
+
+def _check_keys(cfg: dict) -> None:
+    import difflib
+
+    for sect, known in CONFIG_KEYS.items():
+        node = cfg if not sect else cfg.get(sect)
+        if not isinstance(node, dict):
+            continue
+        for key in node:
+            if key not in known:
+                where = f"{sect}.{key}" if sect else key
+                near = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise ValueError(f"unknown config setting {where!r}; {hint}valid{' in ' + sect if sect else ''}: "
+                                 f"{', '.join(known)}")
+
+
 def _validate_config(cfg: dict) -> None:
     """Catch config mistakes up front, as one-line errors (not tracebacks mid-run)."""
     for sect in ("train", "data", "optim", "sched"):
         if not isinstance(cfg.get(sect), dict):
             raise ValueError(f"config section {sect!r} must be a mapping, got {cfg.get(sect)!r}")
+    _check_keys(cfg)
     if not isinstance(cfg.get("model"), dict):
         raise ValueError(f"config section 'model' must be a mapping, got {cfg.get('model')!r}")
     t = cfg["train"]
