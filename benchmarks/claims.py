@@ -90,6 +90,12 @@ EVIDENCE: dict[str, Evidence] = {
     "rain_spikes": Evidence(
         "rain_spikes.json", "rain_spikes.py", ["--model", "esdnet-s", "--threads", "1"],
         ["--model", "esdnet-s", "--seeds", "1", "--crop", "48", "--threads", "1"]),
+    # the same measurement on the seed pairs' ESDNets (one per training seed; seeds_esdnet trains them)
+    "rain_spikes_seeds": Evidence(
+        "rain_spikes_seeds.json", "rain_spikes.py",
+        ["--model", *[f"runs/seeds-esdnet/snn-seed{s}/model.safetensors" for s in (0, 1, 2)], "--threads", "1"],
+        ["--model", *[f"{{results}}/runs/seeds-esdnet/snn-seed{s}/model.safetensors" for s in (0, 1, 2)],
+         "--seeds", "1", "--crop", "48", "--threads", "1"]),
     "distill": Evidence(
         "distill.json", "distill_experiment.py",
         # hint settings chosen earlier with --select 0.1:none 0.03:relative 0.01:relative --select-seed 0
@@ -282,20 +288,33 @@ def check_esdnet_energy(ev: dict) -> dict:
 
 
 def check_rain_spikes(ev: dict) -> dict:
-    d = ev["rain_spikes"]
+    """The bundled model's per-layer intervals, and the verdict from the models of 3 training seeds:
+    a layer counts when its matched interval lies above (or below) zero in every seed's model."""
+    d, ds = ev["rain_spikes"], ev["rain_spikes_seeds"]
     layers = d["layers"]
     more = [x["name"] for x in layers if x["matched_ci"][0] > 0]
     less = [x["name"] for x in layers if x["matched_ci"][1] < 0]
     brightness = [x["name"] for x in layers if x["raw_ci"][0] > 0 >= x["matched_ci"][0]]
     first = layers[0]
-    verdict = "reproduced" if len(more) == len(layers) else "partly" if more else "not reproduced"
-    return {"measured": f"at matched brightness rain fires more in {len(more)}/{len(layers)} layers, less in "
-                        f"{len(less)}; first layer {first['matched']:+.3f} [{first['matched_ci'][0]:+.3f}, "
+    sl = ds["layers"]
+    n = len(ds["models"])
+    s_more = [x["name"] for x in sl if x["more_in"] == n]
+    s_less = [x["name"] for x in sl if x["less_in"] == n]
+    f = sl[0]
+    std = "n/a" if f["matched_std"] is None else f"{f['matched_std']:.3f}"
+    verdict = "reproduced" if len(s_more) == len(sl) else "partly" if s_more else "not reproduced"
+    m = ds["models"][0]["model"]
+    return {"measured": f"{n} training seeds: at matched brightness rain fires more in {len(s_more)}/{len(sl)} "
+                        f"layers in every seed, less in {len(s_less)}; first layer {f['matched']:+.3f} +- {std}. "
+                        f"Bundled {d['model']}: more in {len(more)}/{len(layers)} layers, less in {len(less)}; "
+                        f"first layer {first['matched']:+.3f} [{first['matched_ci'][0]:+.3f}, "
                         f"{first['matched_ci'][1]:+.3f}]; brightness alone explains {len(brightness)} raw excess(es)",
-            "setting": f"{d['model']}, {len(d['samples'])} rainy crops of {d['crop']} px (builtin heldout+val), "
-                       f"95% bootstrap CIs ({d['n_boot']} resamples); {_hw(d)}",
-            "verdict": verdict, "seeds": 1,
-            "reason": "control: rain vs background pixels within the same input-brightness bins"}
+            "setting": f"{n} models of the seed pairs (first: {m}) and the bundled {d['model']}, each on "
+                       f"{len(ds['samples'])} rainy crops of {ds['crop']} px (builtin heldout+val), 95% bootstrap "
+                       f"CIs ({ds['n_boot']} resamples); {_hw(ds)}",
+            "verdict": verdict, "seeds": n,
+            "reason": "control: rain vs background pixels within the same input-brightness bins; a layer counts "
+                      "when its interval is on one side of zero in every seed's model"}
 
 
 # ----------------------------------------------------------------------------- distillation
@@ -384,9 +403,9 @@ CLAIMS: list[Claim] = [
     Claim("esdnet-energy", "ESDNet", "54% less energy than its ANN counterpart", "SNN/ANN 0.46", ["seeds_esdnet"],
           "45 nm SNN/ANN ratio <= 0.56: reproduced; < 1: partly", check_esdnet_energy),
     Claim("esdnet-rain-spikes", "ESDNet", "Rain pixels drive stronger spike responses",
-          "stronger activity on rain streaks (qualitative)", ["rain_spikes"],
-          "rain fires more at matched brightness (CI > 0) in every layer: reproduced; in some: partly",
-          check_rain_spikes),
+          "stronger activity on rain streaks (qualitative)", ["rain_spikes", "rain_spikes_seeds"],
+          "rain fires more at matched brightness (CI > 0) in every layer of every seed's model: reproduced; "
+          "in some layers: partly", check_rain_spikes),
     Claim("distill-convergence", "Distill", "Feature distillation speeds up the SNN student's convergence",
           "faster convergence", ["distill"],
           "distilled arm (mean over seeds) reaches the baseline's final PSNR first and ends at least as high: "

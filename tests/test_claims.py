@@ -54,6 +54,29 @@ def test_seed_evidence_holds_three_seeds_with_mean_and_std(tiny_run):
     assert d["summary"]["gap_db"]["std"] == pytest.approx(std)
 
 
+def test_rain_spikes_over_seed_models_summarise_each_layer(tiny_run):
+    out, data, _ = tiny_run
+    d = json.loads((out / "rain_spikes_seeds.json").read_text())
+    assert len(d["models"]) == 3 and len({m["model"] for m in d["models"]}) == 3
+    for i, layer in enumerate(d["layers"]):
+        rows = [m["layers"][i] for m in d["models"]]
+        assert all(r["name"] == layer["name"] for r in rows)
+        vals = [r["matched"] for r in rows if r["matched"] is not None]
+        if vals:
+            mean = sum(vals) / len(vals)
+            assert layer["matched"] == pytest.approx(mean)
+            if len(vals) > 1:
+                var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)  # sample variance, by hand
+                assert layer["matched_std"] == pytest.approx(var**0.5)
+        assert layer["more_in"] == sum(r["matched_ci"] is not None and r["matched_ci"][0] > 0 for r in rows)
+        assert layer["less_in"] == sum(r["matched_ci"] is not None and r["matched_ci"][1] < 0 for r in rows)
+    # three seeds trained three different networks, so their effects differ somewhere
+    assert any(len({r["matched"] for r in (m["layers"][i] for m in d["models"])}) > 1
+               for i in range(len(d["layers"])))
+    row = next(r for r in data["rows"] if r["id"] == "esdnet-rain-spikes")
+    assert row["seeds"] == 3 and "3 training seeds" in row["measured"]
+
+
 def _seed_file(tmp_path, gaps):
     rows = [{"seed": i, "gap_db": g, "snn": {"psnr": 30 - g, "model": {"depth": 3, "width": 4, "T": 4}},
              "ann": {"psnr": 30.0}} for i, g in enumerate(gaps)]
