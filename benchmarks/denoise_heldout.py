@@ -8,13 +8,13 @@ rounded to uint8, PSNR/SSIM on 0..255.
 
 Non-local means uses scikit-image's recommended settings for a known sigma (``h = 0.8 sigma``,
 5x5 patches, 13x13 search window, ``fast_mode``) with the true sigma; it is not tuned on these
-images. BM3D (the ``bm3d`` package, non-commercial licence) is run only if importable.
+images. BM3D (the ``bm3d`` package, non-commercial licence, never a dependency of spikeir) is run
+only if importable, with the true sigma; the JSON records its version under ``optional``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -22,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from _common import write_json
 from spikeir.data import add_test_noise, builtin_images, to_uint8
 from spikeir.evaluate import restore
 from spikeir.io import load_model
@@ -41,6 +42,15 @@ def _bm3d():
     except ImportError:
         return None
     return lambda noisy, sigma: bm3d.bm3d(noisy, sigma_psd=sigma / 255.0)
+
+
+def _version(pkg: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _u8(x: np.ndarray) -> np.ndarray:
@@ -96,11 +106,11 @@ def main() -> None:
         "images": [n for n, _ in images],
         "protocol": "gray; RandomState(0) noise per image, unclipped; output clamped, rounded to uint8",
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads},
+        "optional": {"bm3d": _version("bm3d") if "bm3d" in methods else None},
         "mean": summary,
         "per_image": rows,
     }
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(args.json, result)
     w = max(len(n) for n in summary)
     print(f"held-out images: {', '.join(result['images'])}; sigma {args.sigma:g}")
     print(f"{'method':<{w}}  {'PSNR':>6}  {'SSIM':>6}")

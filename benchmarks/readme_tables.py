@@ -49,7 +49,9 @@ def neurons_table() -> str:
 def denoise_table() -> str:
     d = json.loads((RESULTS / "denoise_heldout.json").read_text())
     lines = [f"`{d['command']}`: held-out images {', '.join(d['images'])} (gray), sigma {d['sigma']:g}, "
-             "test protocol of the papers (seed 0 per image, unclipped noise, uint8 output).", "",
+             "test protocol of the papers (seed 0 per image, unclipped noise, uint8 output)."
+             + (f" BM3D: the `bm3d` package {bm}, installed beside spikeir for this run (non-commercial "
+                "licence; not a dependency)." if (bm := (d.get("optional") or {}).get("bm3d")) else ""), "",
              "| method | PSNR (dB) | SSIM | firing rate |", "|---|---|---|---|"]
     for name, v in d["mean"].items():
         rate = f"{v['firing_rate']:.3f}" if "firing_rate" in v else "-"
