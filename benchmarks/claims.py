@@ -90,7 +90,8 @@ EVIDENCE: dict[str, Evidence] = {
     "rain_spikes": Evidence(
         "rain_spikes.json", "rain_spikes.py", ["--model", "esdnet-s", "--threads", "1"],
         ["--model", "esdnet-s", "--seeds", "1", "--crop", "48", "--threads", "1"]),
-    # the same measurement on the seed pairs' ESDNets (one per training seed; seeds_esdnet trains them)
+    # the same measurement on the seed pairs' ESDNets (one per training seed): needs seeds_esdnet's
+    # runs, so it comes after seeds_esdnet here, and rerunning seeds_esdnet means rerunning this too
     "rain_spikes_seeds": Evidence(
         "rain_spikes_seeds.json", "rain_spikes.py",
         ["--model", *[f"runs/seeds-esdnet/snn-seed{s}/model.safetensors" for s in (0, 1, 2)], "--threads", "1"],
@@ -182,7 +183,7 @@ def _gap(d: dict, label: str) -> tuple[dict, str]:
 def _snn_recipe(d: dict) -> str:
     if d.get("snn_recipe") == "two-stage":
         return (f"quantisation-aware twin {d['steps']} steps, then {d['ft_steps']} steps of spike-domain BPTT "
-                f"(the bundled spiden-s25's recipe); ANN {d['steps'] + d['ft_steps']} steps")
+                f"(the two-stage recipe of the bundled spiden-s25); ANN {d['steps'] + d['ft_steps']} steps")
     return f"trained from scratch by the ANN's recipe, {d['steps']} steps each"
 
 
@@ -302,10 +303,11 @@ def check_rain_spikes(ev: dict) -> dict:
     s_less = [x["name"] for x in sl if x["less_in"] == n]
     f = sl[0]
     std = "n/a" if f["matched_std"] is None else f"{f['matched_std']:.3f}"
+    first_seeds = "n/a" if f["matched"] is None else f"{f['matched']:+.3f} +- {std}"
     verdict = "reproduced" if len(s_more) == len(sl) else "partly" if s_more else "not reproduced"
     m = ds["models"][0]["model"]
     return {"measured": f"{n} training seeds: at matched brightness rain fires more in {len(s_more)}/{len(sl)} "
-                        f"layers in every seed, less in {len(s_less)}; first layer {f['matched']:+.3f} +- {std}. "
+                        f"layers in every seed, less in {len(s_less)}; first layer {first_seeds}. "
                         f"Bundled {d['model']}: more in {len(more)}/{len(layers)} layers, less in {len(less)}; "
                         f"first layer {first['matched']:+.3f} [{first['matched_ci'][0]:+.3f}, "
                         f"{first['matched_ci'][1]:+.3f}]; brightness alone explains {len(brightness)} raw excess(es)",

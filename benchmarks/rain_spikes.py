@@ -17,7 +17,9 @@ matched effect, and in how many models its interval lies above (``more_in``) or 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
+from pathlib import Path
 
 import torch
 
@@ -74,6 +76,9 @@ def main() -> int:
                             torch.from_numpy(mask)))
     reports = [(m, rain_spike_effect(load_model(m, "cpu"), samples)) for m in args.model]
     rep = reports[0][1] if len(reports) == 1 else over_models(reports)
+    # which weights were measured (model files of a seed run are not shipped: their hashes are kept)
+    rep["model_sha256"] = {m: hashlib.sha256(Path(m).read_bytes()).hexdigest() for m in args.model
+                           if Path(m).is_file()}
     rep.update({"benchmark": "rain_spikes", "command": " ".join(["python"] + sys.argv),
                 "model": args.model[0] if len(args.model) == 1 else args.model,
                 "samples": [n for n, _, _ in samples], "crop": args.crop,

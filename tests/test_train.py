@@ -351,6 +351,9 @@ def test_unknown_config_settings_are_errors(tmp_path, override, needle):
     with pytest.raises(ValueError, match=needle):
         train(cfg, tmp_path / "run", device="cpu", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_unknown_loss_setting_is_an_error(tmp_path):
     cfg = tiny_cfg(tmp_path)
     cfg["loss"] = {"name": "l1", "rate_weight": 0.1}
     with pytest.raises(ValueError, match=r"'loss\.rate_weight'; did you mean 'rate_reg'\?"):
@@ -359,16 +362,21 @@ def test_unknown_config_settings_are_errors(tmp_path, override, needle):
 
 def test_config_keys_cover_what_the_trainer_reads():
     # every key the trainer looks up is in CONFIG_KEYS, so a valid setting is never refused
+    import inspect
     import re
 
     from spikeir import train as train_mod
     from spikeir.config import DEFAULTS
 
     src = Path(train_mod.__file__).read_text()
-    for sect, var in (("train", "tcfg"), ("data", "dcfg")):
-        read = set(re.findall(rf'{var}(?:\.get\(|\[)"(\w+)"', src))
+    for sect, var in (("train", "tcfg"), ("data", "dcfg"), ("sched", None), ("optim", None)):
+        read = set(re.findall(rf'{var}(?:\.get\(|\[)"(\w+)"', src)) if var else set()
         read |= set(re.findall(rf'cfg\["{sect}"\](?:\.get\(|\[)"(\w+)"', src))
-        assert read and read <= set(train_mod.CONFIG_KEYS[sect]), read - set(train_mod.CONFIG_KEYS[sect])
+        assert read and read <= set(train_mod.CONFIG_KEYS[sect]), (sect, read - set(train_mod.CONFIG_KEYS[sect]))
+    # the optimiser and the loss read their sections through a local name
+    for fn, sect in ((train_mod._make_optimizer, "optim"), (train_mod._loss_spec, "loss")):
+        read = set(re.findall(r'(?:cfg|spec)(?:\.get\(|\[)"(\w+)"', inspect.getsource(fn)))
+        assert read and read <= set(train_mod.CONFIG_KEYS[sect]), (sect, read - set(train_mod.CONFIG_KEYS[sect]))
     for sect, keys in DEFAULTS.items():
         assert sect in train_mod.CONFIG_KEYS[""]
         if isinstance(keys, dict) and sect in train_mod.CONFIG_KEYS:
