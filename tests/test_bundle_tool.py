@@ -70,8 +70,12 @@ def test_bundle_writes_the_model_its_card_and_both_stage_records(bundle_tool, ru
     assert weights == (run / "model.safetensors").read_bytes()
     assert card["sha256"] == hashlib.sha256(weights).hexdigest() and card["spiking"] and card["steps"] == 8
     assert card["training_seconds"] == pytest.approx(_seconds(run / "log.jsonl"), abs=0.1)
-    assert card["stage"] == {"run_record": "pretrained/runs/tiny/stage1/", "steps": 4,
-                             "training_seconds": pytest.approx(_seconds(stage / "log.jsonl"), abs=0.1)}
+    st = card["stage"]
+    assert {k: st[k] for k in ("run_record", "steps", "training_seconds")} == {
+        "run_record": "pretrained/runs/tiny/stage1/", "steps": 4,
+        "training_seconds": pytest.approx(_seconds(stage / "log.jsonl"), abs=0.1)}
+    # the stage-1 file's own held-out score and hash (here a copy of the final weights)
+    assert st["sha256"] == hashlib.sha256((stage / "model.safetensors").read_bytes()).hexdigest()
     for rec, src in ((dest / "runs" / "tiny", run), (dest / "runs" / "tiny" / "stage1", stage)):
         for f in ("log.jsonl", "config.yaml"):
             assert (rec / f).read_text() == (src / f).read_text()
@@ -79,6 +83,7 @@ def test_bundle_writes_the_model_its_card_and_both_stage_records(bundle_tool, ru
     model = load_model(dest / "tiny.safetensors", "cpu")
     res = evaluate_denoise(model, builtin_images("heldout", gray=True), 25.0, "cpu")
     assert card["evaluation"]["mean"]["psnr"] == pytest.approx(res["mean"]["psnr"], abs=1e-2)
+    assert st["heldout_mean"]["psnr"] == pytest.approx(res["mean"]["psnr"], abs=1e-2)
     assert not {d["name"] for d in card["data"]["heldout"]} & {d["name"] for d in card["data"]["train"]}
     # bundled again without a stage: no stage-1 record outlives the card that named it
     assert _bundle(bundle_tool, monkeypatch, dest, run, "--name", "tiny", "--recipe", "configs/smoke.yaml",

@@ -7,6 +7,8 @@ Copies ``RUN/model.safetensors`` to ``src/spikeir/pretrained/NAME.safetensors``,
 ``src/spikeir/pretrained/runs/NAME/``, and writes ``NAME.card.json``: data sources and their
 licences, recipe, steps, training time and hardware, the evaluation protocol and scores on
 ``builtin:heldout`` (measured here, now, from the copied file), and the SHA-256 of the weights.
+With ``--stage-run``, the earlier stage's record is shipped too and, when its model file is there,
+its own held-out score and SHA-256 go into the card's ``stage`` (that file itself is not shipped).
 Nothing already bundled is replaced without ``--overwrite``.
 """
 
@@ -120,6 +122,11 @@ def main() -> int:
         model = load_model(src, "cpu")
         info = model.spikeir_info
         heldout, res, protocol = evaluate_heldout(model, info)
+        stage_file = args.stage_run / "model.safetensors" if args.stage_run is not None else None
+        # the earlier stage's own held-out score (its file is not shipped), so the card shows what the
+        # last stage added
+        stage_res = (evaluate_heldout(load_model(stage_file, "cpu"), info)[1]
+                     if stage_file is not None and stage_file.is_file() else None)
     finally:
         torch.set_num_threads(threads)
     if (args.run / "run.json").is_file():
@@ -135,6 +142,9 @@ def main() -> int:
         stage = {"run_record": f"pretrained/runs/{args.name}/stage1/",
                  "steps": max((r.get("step", 0) for r in stage_log), default=0),
                  "training_seconds": round(training_seconds(stage_log), 1)}
+        if stage_res is not None:
+            stage["heldout_mean"] = stage_res["mean"]
+            stage["sha256"] = sha256(stage_file)
     train_names = [d["name"] for d in run.get("train_data", [])]
     card = {
         "name": args.name,
