@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from _common import format_table, machine_info, write_json
+from _common import format_table, machine_info, mean_std, write_json
 from spikeir.analysis import rain_spike_effect
 from spikeir.data import builtin_images
 from spikeir.io import load_model
@@ -41,10 +41,9 @@ def over_models(reports: list[tuple[str, dict]]) -> dict:
     for i, name in enumerate(names):
         rows = [rep["layers"][i] for _, rep in reports]
         matched = [r["matched"] for r in rows if r["matched"] is not None]
-        mean = sum(matched) / len(matched) if matched else None
-        std = (sum((v - mean) ** 2 for v in matched) / (len(matched) - 1)) ** 0.5 if len(matched) > 1 else None
+        ms = mean_std(matched) if matched else {"mean": None, "std": None}
         layers.append({
-            "name": name, "models": len(rows), "matched": mean, "matched_std": std,
+            "name": name, "models": len(rows), "matched": ms["mean"], "matched_std": ms["std"],
             "matched_per_model": [r["matched"] for r in rows], "raw": sum(r["raw"] for r in rows) / len(rows),
             "raw_per_model": [r["raw"] for r in rows],
             "more_in": sum(r["matched_ci"] is not None and r["matched_ci"][0] > 0 for r in rows),
