@@ -166,6 +166,32 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line, "-" * len(line), *(fmt(r) for r in rows)])
 
 
+# config keys that appeared after some kept runs were made, with the value those runs used
+ADDED_KEYS = {("distill", "output_weight"): 0.0}
+
+
+def reused_config_diff(run: Path, cfg: dict) -> list[str]:
+    """How the recipe a finished ``run`` was trained with differs from ``cfg`` (empty: the same),
+    ignoring what cannot change the weights (logging, validation, checkpoint cadence, threads)."""
+    import copy
+
+    import yaml
+
+    from spikeir.train import _config_diff, resolve_model_cfg
+
+    saved_file = Path(run) / "config.yaml"
+    if not saved_file.is_file():
+        return [f"no {saved_file.name} in the run"]
+    saved, wanted = yaml.safe_load(saved_file.read_text()), copy.deepcopy(cfg)
+    for c in (saved, wanted):
+        c["model"] = resolve_model_cfg(dict(c["model"]))
+    for (section, key), value in ADDED_KEYS.items():  # older runs trained at the then-implicit value
+        if isinstance(saved.get(section), dict):
+            saved[section].setdefault(key, value)
+    # YAML has no tuples: compare through the same round trip
+    return _config_diff(saved, yaml.safe_load(yaml.safe_dump(wanted, sort_keys=False)))
+
+
 def train_or_reuse(run: Path, cfg: dict, reuse: bool) -> Path:
     """Train ``cfg`` into ``run`` and return its model file; with ``reuse``, a finished run is kept
     and a run cut short (checkpoints, no model file) is resumed. An existing run is never
@@ -174,6 +200,10 @@ def train_or_reuse(run: Path, cfg: dict, reuse: bool) -> Path:
 
     run = Path(run)
     if reuse and (run / "model.safetensors").is_file():
+        diff = reused_config_diff(run, cfg)
+        if diff:
+            raise SystemExit(f"{run} was trained with a different recipe ({'; '.join(diff[:3])}); "
+                             "remove it or choose another --runs")
         return run / "model.safetensors"
     resume = reuse and any((run / "checkpoints").glob("step_*.pt"))
     if run.exists() and not resume:

@@ -54,6 +54,31 @@ def test_seed_evidence_holds_three_seeds_with_mean_and_std(tiny_run):
     assert d["summary"]["gap_db"]["std"] == pytest.approx(std)
 
 
+def test_reused_runs_must_match_the_recipe(tiny_run):
+    """--reuse keeps a finished run only when it was trained by the requested recipe; cadence and
+    threads may differ, anything that changes the weights may not."""
+    import copy
+
+    import yaml
+
+    from _common import reused_config_diff, train_or_reuse
+
+    out, _, _ = tiny_run
+    run = out / "runs" / "seeds-spiden" / "ann-seed0"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert reused_config_diff(run, cfg) == []
+    same = copy.deepcopy(cfg)
+    same["train"].update({"val_every": 7, "ckpt_every": 9, "threads": 3, "log_every": 1})
+    assert train_or_reuse(run, same, reuse=True) == run / "model.safetensors"
+    other = copy.deepcopy(cfg)
+    other["optim"]["lr"] = cfg["optim"]["lr"] * 2
+    other["model"]["width"] = cfg["model"]["width"] + 1
+    diff = reused_config_diff(run, other)
+    assert sorted(d.split(":")[0] for d in diff) == ["model.width", "optim.lr"]
+    with pytest.raises(SystemExit, match="different recipe.*model.width"):
+        train_or_reuse(run, other, reuse=True)
+
+
 def test_rain_spikes_over_seed_models_summarise_each_layer(tiny_run):
     out, data, _ = tiny_run
     d = json.loads((out / "rain_spikes_seeds.json").read_text())
