@@ -71,7 +71,7 @@ def recipe(args: argparse.Namespace, spiking: bool, seed: int, quant: bool = Fal
                         else {"name": "esdnet_ann", "dim": args.dim, **blocks})
         cfg["data"]["patch"] = args.patch
     cfg["train"].update({"steps": steps, "seed": seed, "threads": args.threads,
-                         "val_every": steps, "ckpt_every": max(50, steps // 4)})
+                         "val_every": steps, "ckpt_every": max(50, steps // 20)})
     cfg["sched"]["warmup"] = min(cfg["sched"].get("warmup", 0), steps // 10)
     return cfg
 
@@ -80,7 +80,7 @@ def finetune_recipe(args: argparse.Namespace, seed: int, init: Path) -> dict:
     """Stage 2 of spiden-s25: spike-domain BPTT from the quantisation-aware twin ``init``."""
     steps = args.ft_steps
     cfg = spiden_stage2_config(args.width, args.depth, args.T, init, steps, args.threads)
-    cfg["train"].update({"seed": seed + 1000, "ckpt_every": max(50, steps // 4)})
+    cfg["train"].update({"seed": seed + 1000, "ckpt_every": max(50, steps // 20)})
     cfg["sched"]["warmup"] = min(cfg["sched"].get("warmup", 0), steps // 10)
     return cfg
 
