@@ -41,7 +41,10 @@ RECIPE = Path(__file__).resolve().parent.parent / "configs" / "distill-spiking-s
 def student_config(args: argparse.Namespace, seed: int, distill: bool) -> dict:
     """``configs/distill-spiking-student-cpu.yaml`` with this run's seed and the command line's settings."""
     cfg = load_config(RECIPE)
-    cfg["model"].update({"depth": args.depth, "width": args.width, "T": args.T})
+    if args.student:
+        cfg["model"] = {"preset": args.student, "T": args.T}
+    else:
+        cfg["model"].update({"depth": args.depth, "width": args.width, "T": args.T})
     cfg["data"]["batch_size"] = args.batch
     cfg["optim"]["lr"] = args.lr
     cfg["train"].update({"steps": args.steps, "seed": seed, "val_every": args.val_every,
@@ -56,9 +59,19 @@ def student_config(args: argparse.Namespace, seed: int, distill: bool) -> dict:
 
 
 def hint_pairs(args: argparse.Namespace) -> dict:
-    """Teacher layer -> student layer: the ANN's ReLU outputs at the relative depths ``--hint-at``
-    (default 1/4, 1/2, 3/4 and the full depth: the recipe's pairs for its sizes), hinted to the
-    student's neurons at the same relative depths."""
+    """Teacher layer -> student layer: ``--hints`` when given; otherwise the ANN's ReLU outputs at
+    the relative depths ``--hint-at`` (default 1/4, 1/2, 3/4 and the full depth: the recipe's
+    pairs for its sizes), hinted to the spiking DnCNN student's neurons at the same relative depths."""
+    if args.hints:
+        pairs = {}
+        for pair in args.hints:
+            t, sep, s = pair.partition(":")
+            if not (sep and t and s):
+                raise SystemExit(f"--hints takes TEACHER_LAYER:STUDENT_LAYER pairs, got {pair!r}")
+            pairs[t] = s
+        return pairs
+    if args.student:
+        raise SystemExit("--student needs --hints (the relative-depth rule knows only the spiking DnCNN's layers)")
     teacher = load_model(args.teacher, "cpu")
     relus = [n for n, m in teacher.named_modules() if isinstance(m, torch.nn.ReLU)]
     student_neurons = [f"body.{2 * i + 1}" for i in range(args.depth - 2)]
@@ -97,9 +110,14 @@ def hint_selection(args: argparse.Namespace) -> list[dict]:
     return out
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher", default="dncnn-s25")
+    ap.add_argument("--teacher", default="dncnn-s25", help="a bundled ANN's name or a model file")
+    ap.add_argument("--student", default=None, metavar="PRESET",
+                    help="a spiking preset (e.g. spiking-unet-s) instead of the recipe's spiking DnCNN "
+                         "(--depth/--width then do not apply); needs --hints")
+    ap.add_argument("--hints", nargs="+", default=None, metavar="TEACHER:STUDENT",
+                    help="hint pairs by layer name (e.g. decoders.2:decoders.1), instead of --hint-at")
     ap.add_argument("--depth", type=int, default=10)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--T", type=int, default=4)
@@ -132,7 +150,11 @@ def main() -> None:
     ap.add_argument("--select-seed", type=int, default=0)
     ap.add_argument("--json", default="benchmarks/results/distill.json")
     ap.add_argument("--png", default=None, help="default: the JSON path with .png")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     torch.set_num_threads(args.threads)
 
     curves: dict[str, list[list[tuple[int, float]]]] = {"baseline": [], "distill": []}

@@ -316,3 +316,36 @@ def test_distillation_under_bf16_autocast(tmp_path, teacher_file):
     recs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     terms = [r["terms"] for r in recs if "terms" in r]
     assert len(terms) == 3 and all(t["hint"] > 0 and t["recon"] > 0 for t in terms)
+
+
+def test_distill_experiment_takes_a_student_preset_and_named_hints(tmp_path):
+    """benchmarks/distill_experiment.py --student PRESET --hints T:S: the recipe trains that student
+    with those pairs (here a tiny NAFNet teacher file hinting spiking-unet-s's decoder)."""
+    import sys
+    from pathlib import Path
+
+    from spikeir.io import save_model
+    from spikeir.models import build_model
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import distill_experiment as de
+
+    t_cfg = {"name": "nafnet", "in_channels": 1, "width": 4, "enc_blk_nums": [1, 1, 1], "middle_blk_num": 1,
+             "dec_blk_nums": [1, 1, 1]}
+    save_model(tmp_path / "teacher.safetensors", build_model(t_cfg), t_cfg)
+    args = de.build_parser().parse_args([
+        "--teacher", str(tmp_path / "teacher.safetensors"), "--student", "spiking-unet-s", "--T", "2",
+        "--hints", "decoders.1:decoders.0", "decoders.2:decoders.1", "--steps", "2", "--batch", "2"])
+    cfg = de.student_config(args, 0, True)
+    assert cfg["model"] == {"preset": "spiking-unet-s", "T": 2}
+    assert cfg["distill"]["hints"] == {"decoders.1": "decoders.0", "decoders.2": "decoders.1"}
+    assert de.student_config(args, 0, False)["distill"]["hint_weight"] == 0.0
+    write_images(tmp_path / "train", 3)
+    cfg["data"].update({"train": str(tmp_path / "train"), "val": None, "patch": 16})
+    cfg["train"].update({"val_every": 100, "threads": None})
+    train(cfg, tmp_path / "run", device="cpu", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("terms", {}).get("hint", 0) > 0 for r in logged)
+    for bad, needle in ((["--student", "spiking-unet-s"], "needs --hints"), (["--hints", "decoders.1"], "pairs")):
+        with pytest.raises(SystemExit, match=needle):
+            de.hint_pairs(de.build_parser().parse_args(bad))
