@@ -60,7 +60,7 @@ def _u8(x: np.ndarray) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sigma", type=float, default=25.0)
-    ap.add_argument("--models", nargs="+", default=["spiden-s25", "spiden-s25-scratch", "dncnn-s25"],
+    ap.add_argument("--models", nargs="+", default=["spiden-s25", "spiden-s25-scratch", "dncnn-s25", "nafnet-s25"],
                     help="bundled names or model files")
     ap.add_argument("--json", default="benchmarks/results/denoise_heldout.json")
     ap.add_argument("--threads", type=int, default=2)
