@@ -63,15 +63,19 @@ def _pm(s: dict) -> str:
     return f"{s['mean']:.2f}" + (f" +- {s['std']:.2f}" if s.get("std") is not None else "")
 
 
-def distill_table() -> str:
-    d = json.loads((RESULTS / "distill.json").read_text())
+def distill_table(file: str = "distill.json") -> str:
+    d = json.loads((RESULTS / file).read_text())
     p, e, h = d["params"], d["energy_45nm_j"], d["distill"]
     st = d.get("final_psnr_stats") or {}
-    lines = [f"`{d['command']}`: student {d['student']['name']} depth {d['student']['depth']}, width "
-             f"{d['student']['width']}, T={d['student']['T']} ({p['student']:,} parameters); teacher {d['teacher']} "
+    s = d["student"]
+    student = (f"{s['preset']}, T={s['T']}" if "preset" in s else
+               f"{s['name']} depth {s['depth']}, width {s['width']}, T={s['T']}")
+    hints = ("; hints (teacher -> student) " + ", ".join(f"{t} -> {u}" for t, u in h["hints"].items())
+             if "preset" in s and h.get("hints") else "")
+    lines = [f"`{d['command']}`: student {student} ({p['student']:,} parameters); teacher {d['teacher']} "
              f"({p['teacher']:,} parameters, validation {d['teacher_val_psnr']:.2f} dB); hint weight "
-             f"{h['hint_weight']:g} ({h.get('hint_norm') or 'none'} MSE, {h['hint_schedule']} decay); {d['steps']} "
-             f"steps, seed(s) {', '.join(map(str, d['seeds']))}; validation PSNR on builtin:val.", "",
+             f"{h['hint_weight']:g} ({h.get('hint_norm') or 'none'} MSE, {h['hint_schedule']} decay){hints}; "
+             f"{d['steps']} steps, seed(s) {', '.join(map(str, d['seeds']))}; validation PSNR on builtin:val.", "",
              "| run | final PSNR (dB), mean +- std over seeds | per seed | steps for the mean curve to reach the "
              "baseline's final mean |", "|---|---|---|---|"]
     for arm in ("baseline", "distill"):
@@ -170,6 +174,7 @@ def claims_table() -> str:
 
 
 TABLES = {"denoise": denoise_table, "derain": derain_table, "convert": convert_table, "distill": distill_table,
+          "distill_unet": lambda: distill_table("distill_unet.json"),
           "tradeoff": tradeoff_table, "neurons": neurons_table, "claims": claims_table}
 
 
