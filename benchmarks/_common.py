@@ -172,7 +172,10 @@ ADDED_KEYS = {("distill", "output_weight"): 0.0}
 
 def reused_config_diff(run: Path, cfg: dict) -> list[str]:
     """How the recipe a finished ``run`` was trained with differs from ``cfg`` (empty: the same),
-    ignoring what cannot change the weights (logging, validation, checkpoint cadence, threads)."""
+    ignoring what cannot change the weights (logging, validation, checkpoint cadence, threads).
+
+    Files are compared by the name the config gives them (a teacher, ``init_from``), not by
+    content: a bundled model retrained under the same name, or a replaced file, is not noticed."""
     import copy
 
     import yaml
@@ -188,8 +191,11 @@ def reused_config_diff(run: Path, cfg: dict) -> list[str]:
     for (section, key), value in ADDED_KEYS.items():  # older runs trained at the then-implicit value
         if isinstance(saved.get(section), dict):
             saved[section].setdefault(key, value)
-    # YAML has no tuples: compare through the same round trip
-    return _config_diff(saved, yaml.safe_load(yaml.safe_dump(wanted, sort_keys=False)))
+    # YAML has no tuples: compare both sides through the same round trip
+    def plain(c: dict) -> dict:
+        return yaml.safe_load(yaml.safe_dump(c, sort_keys=False))
+
+    return _config_diff(plain(saved), plain(wanted))
 
 
 def train_or_reuse(run: Path, cfg: dict, reuse: bool) -> Path:

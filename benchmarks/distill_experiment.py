@@ -68,6 +68,8 @@ def hint_pairs(args: argparse.Namespace) -> dict:
             t, sep, s = pair.partition(":")
             if not (sep and t and s):
                 raise SystemExit(f"--hints takes TEACHER_LAYER:STUDENT_LAYER pairs, got {pair!r}")
+            if t in pairs:
+                raise SystemExit(f"--hints names teacher layer {t!r} twice")
             pairs[t] = s
         return pairs
     if args.student:
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a spiking preset (e.g. spiking-unet-s) instead of the recipe's spiking DnCNN "
                          "(--depth/--width then do not apply); needs --hints")
     ap.add_argument("--hints", nargs="+", default=None, metavar="TEACHER:STUDENT",
-                    help="hint pairs by layer name (e.g. decoders.2:decoders.1), instead of --hint-at")
+                    help="hint pairs by layer name (e.g. decoders.2:decoders.1); replaces --hint-at")
     ap.add_argument("--depth", type=int, default=10)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--T", type=int, default=4)
@@ -162,14 +164,19 @@ def main() -> None:
     for seed in args.seeds:
         for arm in ("baseline", "distill"):
             run = Path(args.runs) / f"{arm}-seed{seed}"
+            cfg = student_config(args, seed, arm == "distill")
+            finished = (run / "model.safetensors").is_file()
             if arm not in args.arms:
                 if args.train_only:
                     continue
-                if not (run / "model.safetensors").is_file():
+                if not finished:
                     raise SystemExit(f"{run} has not finished; train it (--arms {arm}) first")
-            elif not (args.reuse and (run / "model.safetensors").is_file()):
+                train_or_reuse(run, cfg, True)  # a kept run must have been trained by this recipe
+            elif args.reuse and finished:
+                train_or_reuse(run, cfg, True)
+            else:
                 t0 = time.perf_counter()
-                train_or_reuse(run, student_config(args, seed, arm == "distill"), args.reuse)
+                train_or_reuse(run, cfg, args.reuse)
                 wall[arm].append(time.perf_counter() - t0)
             if not args.train_only:
                 curves[arm].append(val_curve(run))

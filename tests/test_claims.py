@@ -79,6 +79,25 @@ def test_reused_runs_must_match_the_recipe(tiny_run):
         train_or_reuse(run, other, reuse=True)
 
 
+def test_reused_config_diff_normalises_presets_tuples_and_added_keys(tmp_path):
+    import yaml
+
+    from _common import reused_config_diff
+    from spikeir.models import PRESETS
+
+    saved = {"model": {"preset": "dncnn-cpu"}, "optim": {"betas": [0.9, 0.999]},
+             "distill": {"teacher": "dncnn-s25", "hint_weight": 0.01}}
+    run = tmp_path / "run"
+    run.mkdir()
+    assert reused_config_diff(run, saved) == ["no config.yaml in the run"]
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    same = {"model": dict(PRESETS["dncnn-cpu"]), "optim": {"betas": (0.9, 0.999)},
+            "distill": {"teacher": "dncnn-s25", "hint_weight": 0.01, "output_weight": 0.0}}
+    assert reused_config_diff(run, same) == []  # preset spelled out, a tuple, a key older runs lack
+    other = {**same, "distill": {**same["distill"], "output_weight": 1.0}}
+    assert reused_config_diff(run, other) == ["distill.output_weight: 0.0 -> 1.0"]
+
+
 def test_rain_spikes_over_seed_models_summarise_each_layer(tiny_run):
     out, data, _ = tiny_run
     d = json.loads((out / "rain_spikes_seeds.json").read_text())
@@ -179,3 +198,20 @@ def test_tradeoff_merge_refuses_different_settings_or_repeated_seeds(tmp_path):
         tradeoff_sweep.merge([files[0], files[2]])
     with pytest.raises(SystemExit, match=r"\(width, T\) points"):  # a mean over fewer seeds than claimed
         tradeoff_sweep.merge([files[0], files[3]])
+
+
+@pytest.mark.parametrize("seed_leads,verdict", [((0.4, 0.1, 0.2), "partly"), ((0.9, -0.1, 0.1), "not reproduced")])
+def test_a_first_validation_lead_counts_only_on_every_seed(seed_leads, verdict):
+    """The mean curve leads at the first validation in both cases; only a lead on every seed is 'partly'."""
+    base = {str(k): [[50, 20.0], [100, 25.0]] for k in range(3)}
+    dist = {str(k): [[50, 20.0 + lead], [100, 24.0]] for k, lead in enumerate(seed_leads)}
+    mean = lambda c: [[50, sum(v[0][1] for v in c.values()) / 3], [100, sum(v[1][1] for v in c.values()) / 3]]  # noqa: E731
+    d = {"steps_to_target": {"baseline": 100, "distill": None}, "target_psnr": 25.0, "steps": 100,
+         "curves": {"baseline": mean(base), "distill": mean(dist)},
+         "curves_per_seed": {"baseline": base, "distill": dist},
+         "final_psnr": {"baseline": 25.0, "distill": 24.0}, "student": {"preset": "spiking-unet-s", "T": 4},
+         "params": {"student": 1, "teacher": 10}, "teacher": "t", "distill": {"hint_weight": 0.001, "hints": {}},
+         "seeds": [0, 1, 2], "machine": {}}
+    out = claims.check_distill_convergence({"distill": d})
+    assert out["verdict"] == verdict
+    assert "per seed " + ", ".join(f"{x:+.2f}" for x in seed_leads) in out["measured"]

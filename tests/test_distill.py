@@ -318,7 +318,7 @@ def test_distillation_under_bf16_autocast(tmp_path, teacher_file):
     assert len(terms) == 3 and all(t["hint"] > 0 and t["recon"] > 0 for t in terms)
 
 
-def test_distill_experiment_takes_a_student_preset_and_named_hints(tmp_path):
+def test_distill_experiment_takes_a_student_preset_and_named_hints(tmp_path, monkeypatch):
     """benchmarks/distill_experiment.py --student PRESET --hints T:S: the recipe trains that student
     with those pairs (here a tiny NAFNet teacher file hinting spiking-unet-s's decoder)."""
     import sys
@@ -346,6 +346,18 @@ def test_distill_experiment_takes_a_student_preset_and_named_hints(tmp_path):
     train(cfg, tmp_path / "run", device="cpu", progress=False)
     logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any(r.get("terms", {}).get("hint", 0) > 0 for r in logged)
-    for bad, needle in ((["--student", "spiking-unet-s"], "needs --hints"), (["--hints", "decoders.1"], "pairs")):
+    for bad, needle in ((["--student", "spiking-unet-s"], "needs --hints"), (["--hints", "decoders.1"], "pairs"),
+                        (["--hints", "a:b", "a:c"], "twice")):
         with pytest.raises(SystemExit, match=needle):
             de.hint_pairs(de.build_parser().parse_args(bad))
+    # a kept run trained by another recipe (here: other data) is refused, not summarised
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tmp_path / "run", runs / "baseline-seed0")
+    argv = ["--teacher", str(tmp_path / "teacher.safetensors"), "--student", "spiking-unet-s", "--T", "2",
+            "--hints", "decoders.1:decoders.0", "decoders.2:decoders.1", "--steps", "2", "--batch", "2",
+            "--seeds", "0", "--arms", "baseline", "--reuse", "--runs", str(runs), "--json", str(tmp_path / "d.json")]
+    monkeypatch.setattr(sys, "argv", ["distill_experiment.py", *argv])
+    with pytest.raises(SystemExit, match="different recipe.*data.train"):
+        de.main()

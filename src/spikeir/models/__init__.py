@@ -46,7 +46,7 @@ PRESETS: dict[str, dict] = {
     # a small NAFNet: the ANN teacher for distillation (gray; set in_channels=3 for colour)
     "nafnet-s": {"name": "nafnet", "in_channels": 1, "width": 16, "enc_blk_nums": [1, 1, 2],
                  "middle_blk_num": 2, "dec_blk_nums": [1, 1, 1]},
-    # the compact spiking encoder-decoder student (about 1/20 of nafnet-s's parameters)
+    # the compact spiking encoder-decoder student (about 1/11 of nafnet-s's parameters)
     "spiking-unet-s": {"name": "spiking_unet", "in_channels": 1, "width": 8, "blocks": [1, 1], "middle": 1, "T": 4},
 }
 
