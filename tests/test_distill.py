@@ -357,7 +357,8 @@ def test_distill_experiment_takes_a_student_preset_and_named_hints(tmp_path, mon
     shutil.copytree(tmp_path / "run", runs / "baseline-seed0")
     argv = ["--teacher", str(tmp_path / "teacher.safetensors"), "--student", "spiking-unet-s", "--T", "2",
             "--hints", "decoders.1:decoders.0", "decoders.2:decoders.1", "--steps", "2", "--batch", "2",
-            "--seeds", "0", "--arms", "baseline", "--reuse", "--runs", str(runs), "--json", str(tmp_path / "d.json")]
+            "--seeds", "0", "--arms", "baseline", "--reuse", "--runs", str(runs), "--json", str(tmp_path / "d.json"),
+            "--threads", "1"]  # main() sets the process's torch threads: keep the suite's 1
     monkeypatch.setattr(sys, "argv", ["distill_experiment.py", *argv])
     with pytest.raises(SystemExit, match="different recipe.*data.train"):
         de.main()
