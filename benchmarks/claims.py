@@ -396,7 +396,7 @@ def check_distill_student(ev: dict, key: str = "distill") -> dict:
     mem = d["energy_memory_aware_j"]["student_over_teacher"]
     verdict = "reproduced" if small and gap <= 1.0 else "partly" if small else "not reproduced"
     return {"measured": f"student/teacher parameters {p:.2f}, energy (45 nm ops) {e:.3f}, memory-aware "
-                        f"{d['energy_memory_aware_j']['student_over_teacher']:.2f}; student "
+                        f"{mem:.2f}; student "
                         f"{d['final_psnr']['distill']:.2f} dB vs teacher {d['teacher_val_psnr']:.2f} dB "
                         f"(gap {gap:.2f} dB)",
             "setting": f"as the convergence row; energy on builtin:val at measured rates; {_hw(d)}",

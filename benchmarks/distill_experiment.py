@@ -164,16 +164,15 @@ def main() -> None:
     for seed in args.seeds:
         for arm in ("baseline", "distill"):
             run = Path(args.runs) / f"{arm}-seed{seed}"
-            cfg = student_config(args, seed, arm == "distill")
             finished = (run / "model.safetensors").is_file()
-            if arm not in args.arms:
-                if args.train_only:
-                    continue
-                if not finished:
-                    raise SystemExit(f"{run} has not finished; train it (--arms {arm}) first")
+            kept = arm not in args.arms  # trained by another call: summarised, never trained here
+            if kept and args.train_only:
+                continue
+            if kept and not finished:
+                raise SystemExit(f"{run} has not finished; train it (--arms {arm}) first")
+            cfg = student_config(args, seed, arm == "distill")
+            if finished and (kept or args.reuse):
                 train_or_reuse(run, cfg, True)  # a kept run must have been trained by this recipe
-            elif args.reuse and finished:
-                train_or_reuse(run, cfg, True)
             else:
                 t0 = time.perf_counter()
                 train_or_reuse(run, cfg, args.reuse)
