@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import sys
 from contextlib import contextmanager
@@ -19,6 +20,20 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that produced a result, runnable from the repository root: a run started in
+    another folder is recorded with a ``cd`` into it, since its paths are relative to it."""
+    cmd = shlex.join(["python", *(sys.argv if argv is None else argv)])
+    try:
+        rel = Path.cwd().resolve().relative_to(ROOT)
+    except ValueError:  # outside the checkout: nothing to anchor on
+        return cmd
+    return cmd if rel == Path(".") else f"cd {shlex.quote(rel.as_posix())} && {cmd}"
 
 
 def machine_info(device: torch.device, threads: int) -> dict:

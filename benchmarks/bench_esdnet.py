@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -53,6 +52,7 @@ sys.path.insert(0, str(HERE))
 from _common import (  # noqa: E402
     RESULT_TAG,
     SavedTensorMeter,
+    command_line,
     format_table,
     machine_info,
     memory_probe,
@@ -504,7 +504,7 @@ def main(argv=None) -> int:
     info["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     data = {
         "benchmark": "esdnet",
-        "command": shlex.join(["python", *sys.argv]),
+        "command": command_line(),
         "python_executable": sys.executable,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "elapsed_s": round(time.perf_counter() - t_start, 1),

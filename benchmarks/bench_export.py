@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -27,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import format_table, machine_info, summarize, write_json
+from _common import command_line, format_table, machine_info, summarize, write_json
 from spikeir.data import add_test_noise, builtin_images
 from spikeir.evaluate import model_in_channels
 from spikeir.export import OnnxRunner, export_onnx
@@ -142,7 +140,7 @@ def main() -> int:
     faster = [r["model"] for r in results if r["torch_over_onnxruntime"] > 1.0]
     data = {
         "benchmark": "export",
-        "command": shlex.join(["python", *sys.argv]),
+        "command": command_line(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": info,
         "config": {"size": args.size, "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,

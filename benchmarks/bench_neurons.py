@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -46,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     RESULT_TAG,
     SavedTensorMeter,
+    command_line,
     count_graph_nodes,
     format_table,
     machine_info,
@@ -532,7 +532,7 @@ def main(argv=None) -> int:
         pass
     data = {
         "benchmark": "neurons",
-        "command": shlex.join(["python", *sys.argv]),
+        "command": command_line(),
         "python_executable": sys.executable,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": info,

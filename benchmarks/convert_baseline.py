@@ -13,12 +13,11 @@ T-step code error). No training after conversion.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import torch
 
-from _common import format_table, machine_info, write_json
+from _common import command_line, format_table, machine_info, write_json
 from spikeir.data import DenoisePatchSampler, builtin_images, load_image_set
 from spikeir.evaluate import evaluate_denoise
 from spikeir.io import load_model
@@ -72,7 +71,7 @@ def main() -> int:
     noisy = evaluate_denoise(ann, heldout, args.sigma, "cpu")["mean"]["psnr_noisy"]
     result = {
         "benchmark": "convert_baseline",
-        "command": " ".join(["python"] + sys.argv),
+        "command": command_line(),
         "images": [n for n, _ in heldout],
         "protocol": f"builtin:heldout gray{f', centre crops {args.crop}x{args.crop}' if args.crop else ''}, "
                     f"Gaussian sigma {args.sigma:g}, seed 0 per image, uint8 output",

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 
 import numpy as np
 import torch
 
-from _common import write_json
+from _common import command_line, write_json
 from spikeir.data import add_test_noise, builtin_images, to_uint8
 from spikeir.evaluate import restore
 from spikeir.io import load_model
@@ -101,7 +100,7 @@ def main() -> None:
         if rates:
             summary[name]["firing_rate"] = float(np.mean(rates))
     result = {
-        "command": " ".join(["python"] + sys.argv),
+        "command": command_line(),
         "sigma": args.sigma,
         "images": [n for n, _ in images],
         "protocol": "gray; RandomState(0) noise per image, unclipped; output clamped, rounded to uint8",

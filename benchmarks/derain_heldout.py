@@ -10,12 +10,11 @@ deraining papers: output clamped and rounded to uint8, PSNR/SSIM on the BT.601 Y
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import torch
 
-from _common import format_table, machine_info, write_json
+from _common import command_line, format_table, machine_info, write_json
 from spikeir.data import builtin_images
 from spikeir.evaluate import evaluate_derain
 from spikeir.io import load_model
@@ -47,7 +46,7 @@ def main() -> int:
                      "firing_rate": res["mean"]["firing_rate"], "seconds": round(time.perf_counter() - t0, 1),
                      "params": sum(p.numel() for p in model.parameters())})
         per_image[key] = res["images"]
-    result = {"benchmark": "derain_heldout", "command": " ".join(["python"] + sys.argv),
+    result = {"benchmark": "derain_heldout", "command": command_line(),
               "images": [n for n, _, _ in triples], "protocol": "synthetic rain (spikeir.rain.synth_rain, light and "
               f"heavy, seed {args.seed}) over builtin:heldout in colour; uint8 output; PSNR/SSIM on BT.601 Y",
               "rows": rows, "per_image": per_image, "machine": machine_info(torch.device("cpu"), args.threads)}

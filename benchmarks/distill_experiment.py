@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_info, mean_std, train_or_reuse, write_json  # noqa: E402
+from _common import command_line, machine_info, mean_std, train_or_reuse, write_json  # noqa: E402
 from spikeir.config import load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
 from spikeir.distill import HINT_NORMS, SCHEDULES  # noqa: E402
@@ -198,7 +198,7 @@ def main() -> None:
     val = [(n, _center_crop(im, 256)) for n, im in builtin_images("val", gray=True)]
     teacher_val = evaluate_denoise(teacher, val, 25, "cpu")["mean"]["psnr"]  # as the trainer validates
     result = {
-        "command": " ".join(["python"] + sys.argv),
+        "command": command_line(),
         "steps": args.steps,
         "seeds": args.seeds,
         "target_psnr": target,

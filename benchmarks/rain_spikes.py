@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 from pathlib import Path
 
 import torch
 
-from _common import format_table, machine_info, mean_std, write_json
+from _common import command_line, format_table, machine_info, mean_std, write_json
 from spikeir.analysis import rain_spike_effect
 from spikeir.data import builtin_images
 from spikeir.io import load_model
@@ -78,7 +77,7 @@ def main() -> int:
     # which weights were measured (model files of a seed run are not shipped: their hashes are kept)
     rep["model_sha256"] = {m: hashlib.sha256(Path(m).read_bytes()).hexdigest() for m in args.model
                            if Path(m).is_file()}
-    rep.update({"benchmark": "rain_spikes", "command": " ".join(["python"] + sys.argv),
+    rep.update({"benchmark": "rain_spikes", "command": command_line(),
                 "model": args.model[0] if len(args.model) == 1 else args.model,
                 "samples": [n for n, _, _ in samples], "crop": args.crop,
                 "machine": machine_info(torch.device("cpu"), args.threads)})

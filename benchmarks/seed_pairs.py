@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (  # noqa: E402
     CONFIGS,
+    command_line,
     machine_info,
     mean_std,
     spiden_stage2_config,
@@ -179,7 +180,7 @@ def main() -> int:
     protocol = ("builtin:heldout gray, sigma 25, seed 0 per image; uint8 output" if args.pair == "spiden" else
                 f"synthetic light+heavy rain (seed {RAIN_SEED}) over builtin:heldout; uint8 output; BT.601 Y")
     snn_recipe = args.snn_recipe if args.pair == "spiden" else "scratch"
-    result = {"benchmark": f"seed_pairs/{args.pair}", "command": " ".join(["python"] + sys.argv),
+    result = {"benchmark": f"seed_pairs/{args.pair}", "command": command_line(),
               "pair": args.pair, "seeds": args.seeds, "steps": args.steps, "T": args.T, "protocol": protocol,
               "snn_recipe": snn_recipe, "ft_steps": args.ft_steps if snn_recipe == "two-stage" else None,
               "energy_crop": args.crop, "rows": rows, "summary": summary,

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_info, mean_std, spiden_stage2_config, train_or_reuse, write_json  # noqa: E402
+from _common import command_line, machine_info, mean_std, spiden_stage2_config, train_or_reuse, write_json  # noqa: E402
 from spikeir.config import load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
 from spikeir.energy import EnergyModel, measure  # noqa: E402
@@ -163,7 +163,7 @@ def merge(files: list[str]) -> dict:
             if all(k in r for r in rs):
                 m[k] = {part: mean_std([r[k][part] for r in rs]) for part in ("snn", "ann", "snn_over_ann")}
         means.append(m)
-    return {"command": " ".join(["python"] + sys.argv), "commands": {str(d["seed"]): d["command"] for d in parts},
+    return {"command": command_line(), "commands": {str(d["seed"]): d["command"] for d in parts},
             **{k: first.get(k) for k in ("protocol", "images", "steps", "depth", "tile_pixels", "rows_note")},
             "seeds": seeds, "rows": rows, "seed_means": means,
             "machine": {str(d["seed"]): d["machine"] for d in parts}}
@@ -234,7 +234,7 @@ def main() -> None:
                                 {"finetune_steps": args.rate_steps, "rate_reg": rate_reg}))
 
     result = {
-        "command": " ".join(["python"] + sys.argv),
+        "command": command_line(),
         "protocol": "builtin:heldout gray, sigma 25, seed 0 per image, unclipped noise, uint8 output; energy per "
                     "256x256 crop of the same images",
         "images": [n for n, _ in heldout],

@@ -98,6 +98,19 @@ def test_reused_config_diff_normalises_presets_tuples_and_added_keys(tmp_path):
     assert reused_config_diff(run, other) == ["distill.output_weight: 0.0 -> 1.0"]
 
 
+def test_recorded_command_runs_from_the_repository_root(monkeypatch):
+    from _common import ROOT, command_line
+
+    argv = ["derain_heldout.py", "--json", "results/a b.json"]
+    monkeypatch.chdir(ROOT)
+    assert command_line(argv) == "python derain_heldout.py --json 'results/a b.json'"
+    monkeypatch.chdir(ROOT / "benchmarks")
+    assert command_line(argv) == "cd benchmarks && python derain_heldout.py --json 'results/a b.json'"
+    for f in (ROOT / "benchmarks" / "results").glob("*.json"):  # every recorded command is anchored
+        cmd = json.loads(f.read_text()).get("command", "-")
+        assert cmd == "-" or cmd.startswith(("python benchmarks/", "cd benchmarks && ", "spikeir ")), (f.name, cmd)
+
+
 def test_rain_spikes_over_seed_models_summarise_each_layer(tiny_run):
     out, data, _ = tiny_run
     d = json.loads((out / "rain_spikes_seeds.json").read_text())
