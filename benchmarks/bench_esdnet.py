@@ -255,10 +255,41 @@ def tiled_worker(spec: dict, device: torch.device) -> dict:
     return res
 
 
+def _op_kind(name: str) -> str:
+    if "conv" in name:
+        return "convolution"
+    if name.startswith("aten::") or name.startswith("Optimizer.") or name.startswith("autograd::"):
+        return "other aten"
+    return "python-level"  # autograd Functions (spikeir's neurons, SpikingJelly's surrogate) and hooks
+
+
+def profile_worker(spec: dict, device: torch.device) -> dict:
+    """Where one variant's time goes: self CPU time per operator over ``repeats`` timed units
+    (after warm-up), grouped into convolutions and the rest, plus the top operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = spec["cfg"]
+    task = Task(spec["case"], spec["variant"], cfg, device)
+    for _ in range(cfg["warmup"]):
+        task.step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(cfg["repeats"]):
+            task.step()
+    ops = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in ops)
+    kinds: dict[str, float] = {}
+    for name, t in ops:
+        kinds[_op_kind(name)] = kinds.get(_op_kind(name), 0.0) + t / total
+    top = sorted(ops, key=lambda o: -o[1])[:8]
+    return {"self_cpu_s": total / 1e6 / cfg["repeats"], "share": kinds,
+            "top_ops": [{"op": n, "share": t / total} for n, t in top]}
+
+
 def worker_main(spec: dict) -> None:
     torch.set_num_threads(spec["cfg"]["threads"])
     device = torch.device(spec["cfg"]["device"])
-    job = {"memory": memory_worker, "timing": timing_worker, "tiled": tiled_worker}[spec["job"]]
+    job = {"memory": memory_worker, "timing": timing_worker, "tiled": tiled_worker,
+           "profile": profile_worker}[spec["job"]]
     print(RESULT_TAG + json.dumps(job(spec, device)), flush=True)
 
 
@@ -371,7 +402,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--quick", action="store_true", help="smaller images, fewer repeats (a few minutes)")
-    p.add_argument("--cases", default=",".join([*CASES, "tiled"]), help="comma-separated subset")
+    p.add_argument("--cases", default=",".join([*CASES, "tiled"]),
+                   help="comma-separated subset; 'profile' (not in the default) adds where ESDNet's time goes")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--memory-steps", type=int, default=1)
@@ -445,9 +477,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    bad = sorted(set(cases) - set(CASES) - {"tiled"})
+    bad = sorted(set(cases) - set(CASES) - {"tiled", "profile"})
     if bad:
-        raise SystemExit(f"unknown cases {bad}; choose from {[*CASES, 'tiled']}")
+        raise SystemExit(f"unknown cases {bad}; choose from {[*CASES, 'tiled', 'profile']}")
     notes: list[str] = []
     version = sj_version()
     if version is None:
@@ -499,6 +531,15 @@ def main(argv=None) -> int:
                 r["bound_bytes"] = one + 4 * r["image_bytes"]
                 r["within_bound"] = r["rss_peak_delta_bytes"] <= r["bound_bytes"]
         results["tiled"] = tiled
+    if "profile" in cases:
+        results["profile"] = {}
+        for case in ("esdnet_infer", "esdnet_train"):
+            for v in [v for v in ("spikeir", "spikingjelly") if version is not None or v not in SJ_VARIANTS]:
+                print(f"profile/{case}/{v}: ...", flush=True)
+                results["profile"][f"{case}/{v}"] = r = spawn({"job": "profile", "case": case, "variant": v,
+                                                               "cfg": cfg})
+                if "share" in r:
+                    print("  " + ", ".join(f"{k} {x:.0%}" for k, x in sorted(r["share"].items())))
 
     print_report(results)
     info["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -519,6 +560,7 @@ def main(argv=None) -> int:
             "saved_bytes": "unique storage bytes autograd saves for backward in one training forward",
             "cuda_peak_delta_bytes": "torch.cuda.max_memory_allocated growth (CUDA only)",
             "ratios": "spikeir variant / spikingjelly (< 1: spikeir cheaper) and / (T x ann)",
+            "profile": "share of torch.profiler self CPU time per operator kind over the timed repeats",
         },
         "checks": checks,
         "results": results,
@@ -536,6 +578,12 @@ def print_report(results: dict) -> None:
                      str(v.get("within_bound", "-"))] for k, v in r["runs"].items()]
             print(f"\ntiled no-grad inference, {r['model']}, tile {r['tile']}, overlap {r['overlap']}")
             print(format_table(["image", "time s", "peak RSS+ MiB", "bound MiB", "within"], rows))
+            continue
+        if case == "profile":
+            print("\nshare of self CPU time by operator kind")
+            for k, x in r.items():
+                print(f"  {k:28s} " + (", ".join(f"{n} {f:.0%}" for n, f in sorted(x["share"].items()))
+                                       if "share" in x else f"error: {x.get('error')}"))
             continue
         rows = []
         for v, x in r["variants"].items():

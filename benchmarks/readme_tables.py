@@ -142,6 +142,49 @@ def tradeoff_table() -> str:
     return "\n".join(lines)
 
 
+def esdnet_bench_table() -> str:
+    """Whole networks against SpikingJelly (bench_esdnet.py): the ratios of one run, paired medians."""
+    d = json.loads((RESULTS / "esdnet_bench.json").read_text())
+    m, c, r = d["machine"], d["config"], d["results"]
+    load = m.get("load_average_at_start")
+    lines = [f"`{d['command']}` on {m['cpu_count']} CPU cores ({m['processor']}, torch {m['torch']}, "
+             f"{m['threads']} thread(s), SpikingJelly {m.get('spikingjelly') or 'not installed'}"
+             + (f"; load average at start {load[0]:.1f}" if load else "") + ").", "",
+             "| case | spikeir / SpikingJelly: time | peak RSS growth | saved for backward "
+             "| spikeir / (T x ANN twin): time |", "|---|---|---|---|---|"]
+    T = c["esdnet"]["T"]
+
+    def cells(res: dict, v: str) -> str:
+        a, b = res["ratios"][f"{v}/spikingjelly"], res["ratios"][f"{v}/({T}xann)"]
+        saved = f"{a['saved_bytes']:.2f}" if "saved_bytes" in a else "-"
+        return f"{a['time_paired']:.2f} | {a['rss_peak_delta_bytes']:.2f} | {saved} | {b['time_paired']:.2f}"
+
+    e, n, bt = c["esdnet_size"], c["dncnn_size"], c["train_batch"]
+    et, nt = c["esdnet_train_size"], c["dncnn_train_size"]
+    sp = c["spiden"]
+    rows = [("esdnet_infer", "spikeir", f"ESDNet (released config) inference, {e}x{e}"),
+            ("esdnet_infer", "spikeir_folded", "same, `fold_bn()`"),
+            ("esdnet_train", "spikeir", f"ESDNet training step, {bt} x {et}x{et}"),
+            ("esdnet_train", "spikeir_compact", "same, bool spike storage (the trainer's default)"),
+            ("esdnet_train", "spikeir_ckpt_attn", "same, `checkpoint_attention=True`"),
+            ("esdnet_train", "spikeir_compact_ckpt_attn", "same, bool spikes and `checkpoint_attention=True`"),
+            ("esdnet_train", "spikeir_ckpt", "same, `checkpoint_blocks=True`"),
+            ("dncnn_infer", "spikeir", f"SpikingDnCNN ({sp['depth']} x {sp['width']}, T={sp['T']}) inference, {n}x{n}"),
+            ("dncnn_train", "spikeir", f"SpikingDnCNN training step, {bt} x {nt}x{nt}"),
+            ("dncnn_train", "spikeir_compact", "same, bool spike storage")]
+    for case, v, label in rows:
+        if f"{v}/spikingjelly" in r.get(case, {}).get("ratios", {}):
+            lines.append(f"| {label} | {cells(r[case], v)} |")
+    t = r.get("tiled")
+    if t:
+        runs = t["runs"]
+        sizes = ", ".join(f"{k.replace('_', ' ')} {_mib(v['rss_peak_delta_bytes'])} MiB" for k, v in runs.items())
+        lines += ["", f"Tiled inference (`{t['model']}`, {t['tile']} px tiles, overlap {t['overlap']}), peak RSS "
+                  f"growth: {sizes}; one tile of the released ESDNet "
+                  f"{_mib(t['one_tile_released_esdnet']['rss_peak_delta_bytes'])} MiB."]
+    return "\n".join(lines)
+
+
 def derain_table() -> str:
     d = json.loads((RESULTS / "derain_heldout.json").read_text())
     lines = [f"`{d['command']}`: {d['protocol']}; {len(d['images'])} image/rain pairs.", "",
@@ -175,7 +218,8 @@ def claims_table() -> str:
 
 TABLES = {"denoise": denoise_table, "derain": derain_table, "convert": convert_table, "distill": distill_table,
           "distill_unet": lambda: distill_table("distill_unet.json"),
-          "tradeoff": tradeoff_table, "neurons": neurons_table, "claims": claims_table}
+          "tradeoff": tradeoff_table, "neurons": neurons_table, "esdnet_bench": esdnet_bench_table,
+          "claims": claims_table}
 
 
 def write_tables(path: Path) -> list[str]:
