@@ -222,23 +222,27 @@ TABLES = {"denoise": denoise_table, "derain": derain_table, "convert": convert_t
           "claims": claims_table}
 
 
-def write_tables(path: Path) -> list[str]:
-    """Replace every marked table block in ``path`` (atomically); returns the names replaced."""
+def render_tables(text: str, where: str = "text") -> tuple[str, list[str]]:
+    """``text`` with every marked table block filled from the result files, and the names filled."""
     import re
 
-    from spikeir.io import write_text_atomic
-
-    text = path.read_text()
     done = []
 
     def fill(m: re.Match) -> str:
         name = m.group(1)
         if name not in TABLES:
-            raise SystemExit(f"{path}: unknown table {name!r}; known: {', '.join(TABLES)}")
+            raise SystemExit(f"{where}: unknown table {name!r}; known: {', '.join(TABLES)}")
         done.append(name)
         return f"<!-- table:{name} -->\n{TABLES[name]()}\n<!-- /table:{name} -->"
 
-    new = re.sub(r"<!-- table:(\w+) -->.*?<!-- /table:\1 -->", fill, text, flags=re.S)
+    return re.sub(r"<!-- table:(\w+) -->.*?<!-- /table:\1 -->", fill, text, flags=re.S), done
+
+
+def write_tables(path: Path) -> list[str]:
+    """Replace every marked table block in ``path`` (atomically); returns the names replaced."""
+    from spikeir.io import write_text_atomic
+
+    new, done = render_tables(path.read_text(), str(path))
     write_text_atomic(path, new, overwrite=True)
     return done
 

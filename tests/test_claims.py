@@ -228,3 +228,14 @@ def test_a_first_validation_lead_counts_only_on_every_seed(seed_leads, verdict):
     out = claims.check_distill_convergence({"distill": d})
     assert out["verdict"] == verdict
     assert "per seed " + ", ".join(f"{x:+.2f}" for x in seed_leads) in out["measured"]
+
+
+@pytest.mark.parametrize("readme", ["README.md", "benchmarks/README.md"])
+def test_readme_tables_match_the_result_files(readme):
+    import readme_tables
+
+    path = Path(__file__).resolve().parents[1] / readme
+    text = path.read_text()
+    new, names = readme_tables.render_tables(text, readme)
+    assert names, f"{readme} has no generated tables"
+    assert new == text, f"{readme} is stale: run python benchmarks/readme_tables.py --write {readme}"
