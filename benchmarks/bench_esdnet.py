@@ -401,7 +401,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", default="benchmarks/results/esdnet_bench.json", help="output JSON path")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    p.add_argument("--quick", action="store_true", help="smaller images, fewer repeats (a few minutes)")
+    p.add_argument("--quick", action="store_true", help="smaller images, fewer repeats (about 15 min on 2 CPU cores)")
     p.add_argument("--cases", default=",".join([*CASES, "tiled"]),
                    help="comma-separated subset; 'profile' (not in the default) adds where ESDNet's time goes")
     p.add_argument("--warmup", type=int, default=1)
