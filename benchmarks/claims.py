@@ -83,7 +83,11 @@ EVIDENCE: dict[str, Evidence] = {
          "--rate-T", "2", "--rate-targets", "0.1", "--rate-steps", "2", "--runs", "{results}/runs/sweep"],
         seeds=(0, 1, 2)),
     "seeds_spiden": Evidence(
-        "seeds_spiden.json", "seed_pairs.py", ["--pair", "spiden", "--seeds", "0", "1", "2", "--reuse"],
+        # the bundled spiden-s25 recipe (15000 QAT + 1500 spike-domain steps at T=8, width 32) and
+        # its ReLU twin, per seed: about 2.5 h on one core
+        "seeds_spiden.json", "seed_pairs.py",
+        ["--pair", "spiden", "--width", "32", "--depth", "10", "--T", "8", "--steps", "15000", "--ft-steps", "1500",
+         "--seeds", "0", "1", "2", "--runs", "runs/seeds-spiden-full", "--reuse", "--threads", "1"],
         ["--pair", "spiden", "--seeds", "0", "1", "2", "--steps", "3", "--ft-steps", "2", "--width", "4",
          "--depth", "3", "--crop", "64", "--threads", "1", "--runs", "{results}/runs/seeds-spiden"]),
     "seeds_esdnet": Evidence(
