@@ -120,12 +120,11 @@ class _MultiStep(torch.autograd.Function):
                 if vr:
                     h += kf * vr
             # torch.where / masked_fill are several times slower than arithmetic on CPU builds
+            s = (h >= th).to(x.dtype)
             if cfg.scale_output:
-                s = (h >= th).to(x.dtype)
                 torch.mul(s, th, out=out[t])
-            else:  # the comparison converted straight into the output: one float pass fewer
-                s = out[t]
-                s.copy_(h >= th)
+            else:
+                out[t].copy_(s)
             if cfg.v_reset is None:
                 v = h - out[t] if cfg.scale_output else h - s * th
             else:  # H (1 - S) + vr S
