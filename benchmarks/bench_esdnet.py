@@ -279,7 +279,8 @@ def profile_worker(spec: dict, device: torch.device) -> dict:
     total = sum(t for _, t in ops)
     kinds: dict[str, float] = {}
     for name, t in ops:
-        kinds[_op_kind(name)] = kinds.get(_op_kind(name), 0.0) + t / total
+        kind = _op_kind(name)
+        kinds[kind] = kinds.get(kind, 0.0) + t / total
     top = sorted(ops, key=lambda o: -o[1])[:8]
     return {"self_cpu_s": total / 1e6 / cfg["repeats"], "share": kinds,
             "top_ops": [{"op": n, "share": t / total} for n, t in top]}
@@ -536,10 +537,7 @@ def main(argv=None) -> int:
         for case in ("esdnet_infer", "esdnet_train"):
             for v in [v for v in ("spikeir", "spikingjelly") if version is not None or v not in SJ_VARIANTS]:
                 print(f"profile/{case}/{v}: ...", flush=True)
-                results["profile"][f"{case}/{v}"] = r = spawn({"job": "profile", "case": case, "variant": v,
-                                                               "cfg": cfg})
-                if "share" in r:
-                    print("  " + ", ".join(f"{k} {x:.0%}" for k, x in sorted(r["share"].items())))
+                results["profile"][f"{case}/{v}"] = spawn({"job": "profile", "case": case, "variant": v, "cfg": cfg})
 
     print_report(results)
     info["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
