@@ -120,11 +120,12 @@ class _MultiStep(torch.autograd.Function):
                 if vr:
                     h += kf * vr
             # torch.where / masked_fill are several times slower than arithmetic on CPU builds
-            s = (h >= th).to(x.dtype)
             if cfg.scale_output:
+                s = (h >= th).to(x.dtype)
                 torch.mul(s, th, out=out[t])
-            else:
-                out[t].copy_(s)
+            else:  # the comparison cast straight into the output saves a temporary and a pass
+                s = out[t]
+                s.copy_(h >= th)
             if cfg.v_reset is None:
                 v = h - out[t] if cfg.scale_output else h - s * th
             else:  # H (1 - S) + vr S
