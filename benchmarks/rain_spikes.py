@@ -1,7 +1,7 @@
 """Do rain pixels drive stronger spikes (ESDNet's claim), beyond being bright?
 
     python benchmarks/rain_spikes.py --model esdnet-s --json benchmarks/results/rain_spikes.json
-    python benchmarks/rain_spikes.py --model runs/seeds-esdnet/snn-seed{0,1,2}/model.safetensors \
+    python benchmarks/rain_spikes.py --model runs/seeds-esdnet-1k/snn-seed{0,1,2}/model.safetensors \
         --json benchmarks/results/rain_spikes_seeds.json     # one model per training seed
 
 Samples: centre crops of ``builtin:heldout`` and ``builtin:val`` (never trained on), each with

@@ -218,6 +218,7 @@ def claims_table() -> str:
 
 TABLES = {"denoise": denoise_table, "derain": derain_table, "convert": convert_table, "distill": distill_table,
           "distill_unet": lambda: distill_table("distill_unet.json"),
+          "distill_unet_3k": lambda: distill_table("distill_unet_3k.json"),
           "tradeoff": tradeoff_table, "neurons": neurons_table, "esdnet_bench": esdnet_bench_table,
           "claims": claims_table}
 

@@ -16,7 +16,7 @@ optimiser, loss; only the model differs), then evaluated on held-out images and 
   heavy rain (seed 20000, never drawn in training) over ``builtin:heldout``, Y-channel PSNR/SSIM.
 
     python benchmarks/seed_pairs.py --pair spiden --seeds 0 1 2 --json benchmarks/results/seeds_spiden.json
-    python benchmarks/seed_pairs.py --pair esdnet --seeds 0 1 2 --json benchmarks/results/seeds_esdnet.json
+    python benchmarks/seed_pairs.py --pair esdnet --steps 1000 --seeds 0 1 2 --json benchmarks/results/seeds_esdnet.json
 
 The summary gives mean and sample standard deviation over seeds of each PSNR and of the paired
 gap (ANN - SNN, per seed), and of the energy ratios. Runs go to ``--runs`` (``--reuse`` keeps
@@ -122,7 +122,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pair", choices=["spiden", "esdnet"], default="spiden")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=None, help="default: 800 (spiden), 400 (esdnet)")
+    ap.add_argument("--steps", type=int, default=None, help="default: 800 (spiden), 1000 (esdnet)")
     ap.add_argument("--T", type=int, default=4)
     ap.add_argument("--snn-recipe", choices=["two-stage", "scratch"], default="two-stage",
                     help="spiden: how the SNN is trained (see above)")
@@ -138,7 +138,7 @@ def main() -> int:
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--json", default=None, help="default: benchmarks/results/seeds_PAIR.json")
     args = ap.parse_args()
-    args.steps = args.steps or (800 if args.pair == "spiden" else 400)
+    args.steps = args.steps or (800 if args.pair == "spiden" else 1000)
     runs = Path(args.runs or f"runs/seeds-{args.pair}")
     out = args.json or f"benchmarks/results/seeds_{args.pair}.json"
     torch.set_num_threads(args.threads)
