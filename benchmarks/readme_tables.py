@@ -106,8 +106,10 @@ def tradeoff_table() -> str:
             + (" memory-aware (64x64 tiles) |" if tiled else ""))
     if merged:
         cmds = "; ".join(f"`{c}`" for c in d["commands"].values())
+        seeds = ", ".join(map(str, d["seeds"]))
         lines = [f"{cmds}; then `{d['command']}`: {d['protocol']}; {d['steps']} steps per model. Converted "
-                 f"points: mean +- std over seeds {', '.join(map(str, d['seeds']))}; fine-tuned rows: the seed named.",
+                 f"points and fine-tuned settings every seed ran: mean +- std over seeds {seeds}; "
+                 f"other fine-tuned rows: the seed named.",
                  "", head, "|" + "---|" * (head.count("|") - 1)]
     else:
         lines = [f"`{d['command']}`: {d['protocol']}; {d['steps']} steps per model.", "", head,
@@ -130,7 +132,15 @@ def tradeoff_table() -> str:
         return "| " + " | ".join(cells) + " |"
 
     points = d["seed_means"] if merged else [r for r in d["rows"] if "finetune_steps" not in r]
-    tuned = [r for r in d["rows"] if "finetune_steps" in r]
+    # fine-tuned settings: their seed means where every seed ran them, else the rows of the seeds that did
+    averaged = d.get("tuned_means", [])
+
+    def how_key(r: dict) -> tuple:
+        rr = r.get("rate_reg") or {}
+        return r["width"], r["T"], r["finetune_steps"], rr.get("target"), rr.get("weight")
+
+    done = {how_key(m) for m in averaged}
+    tuned = averaged + [r for r in d["rows"] if "finetune_steps" in r and how_key(r) not in done]
     for r in sorted(points, key=lambda r: (-r["width"], r["T"])):
         lines.append(line(r, f"converted (QAT twin {pm(r['psnr_qat'])} dB)" if "psnr_qat" in r else "converted",
                           "none"))
@@ -138,7 +148,8 @@ def tradeoff_table() -> str:
             rr = t.get("rate_reg")
             how = (f"{t['finetune_steps']} steps, no rate_reg" if not rr else
                    f"{t['finetune_steps']} steps, rate_reg target {rr['target']:g} (weight {rr['weight']:g})")
-            lines.append(line(t, "converted + fine-tuned" + (f" (seed {t['seed']})" if merged else ""), how))
+            who = "" if not merged else " (seed mean)" if "seeds" in t else f" (seed {t['seed']})"
+            lines.append(line(t, "converted + fine-tuned" + who, how))
     return "\n".join(lines)
 
 

@@ -104,13 +104,14 @@ def trained(args: argparse.Namespace, name: str, cfg: dict) -> Path:
 
 
 def plot_rows(d: dict) -> list[dict]:
-    """The rows to draw: per-seed sweeps as they are; merged ones as the seed means of the converted
-    points (their fine-tuned rows are not drawn)."""
+    """The rows to draw: per-seed sweeps as they are; merged ones as the seed means (converted points,
+    and the fine-tuned settings every seed ran)."""
     if "seed_means" not in d:
         return d["rows"]
     return [{"width": m["width"], "T": m["T"], "psnr_snn": m["psnr_snn"]["mean"], "psnr_ann": m["psnr_ann"]["mean"],
-             "energy_45nm_j": {"snn": m["energy_45nm_j"]["snn"]["mean"], "ann": m["energy_45nm_j"]["ann"]["mean"]}}
-            for m in d["seed_means"]]
+             "energy_45nm_j": {"snn": m["energy_45nm_j"]["snn"]["mean"], "ann": m["energy_45nm_j"]["ann"]["mean"]},
+             **({"finetune_steps": m["finetune_steps"]} if "finetune_steps" in m else {})}
+            for m in d["seed_means"] + d.get("tuned_means", [])]
 
 
 def plot(rows: list[dict], png: Path) -> None:
@@ -151,21 +152,35 @@ def merge(files: list[str]) -> dict:
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"the files repeat a seed: {seeds}")
     rows = [{**r, "seed": d["seed"]} for d in parts for r in d["rows"]]
-    points: dict[tuple[int, int], list[dict]] = {}
+
+    def tuned_key(r: dict) -> tuple:
+        rr = r.get("rate_reg") or {}
+        return r["width"], r["T"], r["finetune_steps"], rr.get("target"), rr.get("weight")
+
+    points: dict[tuple, list[dict]] = {}
+    tuned: dict[tuple, list[dict]] = {}
     for r in rows:
         if "finetune_steps" not in r:
             points.setdefault((r["width"], r["T"]), []).append(r)
-    means = []
-    for (width, T), rs in points.items():
-        m = {"width": width, "T": T, "seeds": [r["seed"] for r in rs]}
+        else:
+            tuned.setdefault(tuned_key(r), []).append(r)
+
+    def means_of(rs: list[dict], head: dict) -> dict:
+        m = {**head, "seeds": [r["seed"] for r in rs]}
         m.update({k: mean_std([r[k] for r in rs]) for k in MEAN_KEYS if all(k in r for r in rs)})
         for k in ENERGY_KEYS:
             if all(k in r for r in rs):
                 m[k] = {part: mean_std([r[k][part] for r in rs]) for part in ("snn", "ann", "snn_over_ann")}
-        means.append(m)
+        return m
+
+    means = [means_of(rs, {"width": w, "T": T}) for (w, T), rs in points.items()]
+    # a fine-tuned setting is averaged only when every seed ran it; otherwise its rows stay per seed
+    tuned_means = [means_of(rs, {"width": rs[0]["width"], "T": rs[0]["T"], "finetune_steps": rs[0]["finetune_steps"],
+                                 "rate_reg": rs[0].get("rate_reg")})
+                   for rs in tuned.values() if sorted(r["seed"] for r in rs) == sorted(seeds)]
     return {"command": command_line(), "commands": {str(d["seed"]): d["command"] for d in parts},
             **{k: first.get(k) for k in ("protocol", "images", "steps", "depth", "tile_pixels", "rows_note")},
-            "seeds": seeds, "rows": rows, "seed_means": means,
+            "seeds": seeds, "rows": rows, "seed_means": means, "tuned_means": tuned_means,
             "machine": {str(d["seed"]): d["machine"] for d in parts}}
 
 

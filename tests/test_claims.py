@@ -213,6 +213,37 @@ def test_tradeoff_merge_refuses_different_settings_or_repeated_seeds(tmp_path):
         tradeoff_sweep.merge([files[0], files[3]])
 
 
+def test_tradeoff_merge_averages_a_fine_tuned_setting_only_over_seeds_that_all_ran_it(tmp_path, monkeypatch):
+    import readme_tables
+    import tradeoff_sweep
+
+    def row(psnr: float, **extra) -> dict:
+        e = {"snn": psnr / 1e6, "ann": 1e-5, "snn_over_ann": psnr / 10}
+        return {"width": 4, "T": 2, "psnr_snn": psnr, "psnr_ann": 30.0, "firing_rate": 0.2,
+                "energy_45nm_j": e, "energy_memory_aware_j": e, **extra}
+
+    reg = {"finetune_steps": 5, "rate_reg": {"weight": 0.05, "target": 0.1}}
+    plain = {"finetune_steps": 5, "rate_reg": None}
+    base = {"command": "c", "protocol": "p", "images": ["a"], "steps": 4, "depth": 3, "tile_pixels": 16,
+            "rows_note": "n", "machine": {}}
+    files = []
+    for seed, rows in [(0, [row(20.0), row(22.0, **reg), row(25.0, **plain)]), (1, [row(21.0), row(24.0, **reg)])]:
+        f = tmp_path / f"s{seed}.json"
+        f.write_text(json.dumps({**base, "seed": seed, "rows": rows}))
+        files.append(str(f))
+    d = tradeoff_sweep.merge(files)
+    (m,) = d["tuned_means"]  # the unregularised fine-tune ran on seed 0 only: no mean for it
+    assert m["rate_reg"] == reg["rate_reg"] and m["seeds"] == [0, 1]
+    assert m["psnr_snn"]["mean"] == pytest.approx(23.0) and m["psnr_snn"]["std"] == pytest.approx(2 ** 0.5)
+    (tmp_path / "tradeoff.json").write_text(json.dumps(d))
+    monkeypatch.setattr(readme_tables, "RESULTS", tmp_path)
+    table = readme_tables.tradeoff_table()
+    assert ("| converted + fine-tuned (seed mean) | 5 steps, rate_reg target 0.1 (weight 0.05) | 23.00 +- 1.41 |"
+            in table)
+    assert "| converted + fine-tuned (seed 0) | 5 steps, no rate_reg | 25.00 |" in table
+    assert "(seed 1)" not in table
+
+
 @pytest.mark.parametrize("seed_leads,verdict", [((0.4, 0.1, 0.2), "partly"), ((0.9, -0.1, 0.1), "not reproduced")])
 def test_a_first_validation_lead_counts_only_on_every_seed(seed_leads, verdict):
     """The mean curve leads at the first validation in both cases; only a lead on every seed is 'partly'."""
