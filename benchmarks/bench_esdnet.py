@@ -5,15 +5,17 @@ Cases (each timed for every variant; SpikingJelly variants are skipped with a no
 be imported):
 
 * ``esdnet_infer``: the released ESDNet (dim 48, blocks [4,4,8]/[2,2,2], T=4), eval mode, one RGB
-  image; variants ``spikeir``, ``spikeir_folded`` (:meth:`ESDNet.fold_bn`), ``spikingjelly``,
-  ``ann`` (:class:`ESDNetANN`);
+  image; variants ``spikeir``, ``spikeir_folded`` (:meth:`ESDNet.fold_bn`),
+  ``spikeir_folded_compiled`` (also inside :func:`spikeir.neurons.compiled_inference`),
+  ``spikingjelly``, ``ann`` (:class:`ESDNetANN`);
 * ``esdnet_train``: one training step (L1 loss, AdamW) on a batch of RGB crops; variants
   ``spikeir``, ``spikeir_ckpt_attn`` (``checkpoint_attention=True``), ``spikeir_ckpt``
   (``checkpoint_blocks=True``), ``spikeir_compact`` (forward inside
   :func:`spikeir.neurons.compact_spike_storage`: saved spikes as bool), ``spikeir_compact_ckpt_attn``
   (both), ``spikingjelly``, ``ann``;
 * ``dncnn_infer`` / ``dncnn_train``: the ``spiden`` preset (17 layers, 64 channels, T=4) on gray
-  images; variants ``spikeir``, ``spikeir_compact``, ``spikingjelly``, ``ann`` (:class:`DnCNN`);
+  images; variants ``spikeir``, ``spikeir_compact`` (training), ``spikeir_compiled`` (inference),
+  ``spikingjelly``, ``ann`` (:class:`DnCNN`);
 * ``tiled``: ``spikeir.tiling.tiled_forward`` of ESDNet on large images: peak RSS growth at two
   image sizes and for a single tile (the memory bound).
 
@@ -65,17 +67,17 @@ from _common import (  # noqa: E402
     write_json,
 )
 from spikeir.models import PRESETS, DnCNN, ESDNet, ESDNetANN, SpikingDnCNN  # noqa: E402
-from spikeir.neurons import compact_spike_storage  # noqa: E402
+from spikeir.neurons import compact_spike_storage, compiled_inference  # noqa: E402
 
 FIXTURE = HERE.parents[1] / "shared" / "fixtures" / "esdnet_reference_small.safetensors"
 ESDNET = {k: v for k, v in PRESETS["esdnet"].items() if k != "name"}
 ESDNET_SMALL = {k: v for k, v in PRESETS["esdnet-small"].items() if k != "name"}
 SPIDEN = {k: v for k, v in PRESETS["spiden"].items() if k != "name"}
 CASES = {
-    "esdnet_infer": ("spikeir", "spikeir_folded", "spikingjelly", "ann"),
+    "esdnet_infer": ("spikeir", "spikeir_folded", "spikeir_folded_compiled", "spikingjelly", "ann"),
     "esdnet_train": ("spikeir", "spikeir_ckpt_attn", "spikeir_ckpt", "spikeir_compact", "spikeir_compact_ckpt_attn",
                      "spikingjelly", "ann"),
-    "dncnn_infer": ("spikeir", "spikingjelly", "ann"),
+    "dncnn_infer": ("spikeir", "spikeir_compiled", "spikingjelly", "ann"),
     "dncnn_train": ("spikeir", "spikeir_compact", "spikingjelly", "ann"),
 }
 SJ_VARIANTS = {"spikingjelly"}
@@ -147,8 +149,10 @@ def reset_fn(variant: str):
 
 
 def forward(model: nn.Module, x: torch.Tensor, variant: str) -> torch.Tensor:
-    """The model's forward, inside :func:`compact_spike_storage` for the ``*compact*`` variants."""
-    with compact_spike_storage() if "compact" in variant else nullcontext():
+    """The model's forward, inside :func:`compact_spike_storage` for the ``*compact*`` variants and
+    :func:`compiled_inference` for the ``*compiled*`` ones."""
+    compact = compact_spike_storage() if "compact" in variant else nullcontext()
+    with compact, compiled_inference("compiled" in variant):
         return model(x)
 
 
@@ -168,7 +172,7 @@ class Task:
         family, mode = case.split("_")
         self.train, self.reset, self.variant = mode == "train", reset_fn(variant), variant
         model = build(family, variant, cfg)
-        if variant == "spikeir_folded":
+        if variant.startswith("spikeir_folded"):
             model = model.fold_bn()
         self.model = model.to(device).train(self.train)
         batch, size = (cfg["train_batch"], cfg[f"{family}_train_size"]) if self.train else (1, cfg[f"{family}_size"])
@@ -180,7 +184,7 @@ class Task:
     def step(self) -> float:
         if not self.train:
             with torch.no_grad():
-                out = self.model(self.x)
+                out = forward(self.model, self.x, self.variant)
             self.reset(self.model)
             return float(out.abs().mean())
         self.opt.zero_grad(set_to_none=True)
@@ -213,6 +217,8 @@ class Task:
 def memory_worker(spec: dict, device: torch.device) -> dict:
     cfg = spec["cfg"]
     task = Task(spec["case"], spec["variant"], cfg, device)
+    if "compiled" in spec["variant"]:
+        task.step()  # compiling is once per process: measure the steady state, not the compiler
     read = memory_probe(device)
     value = [task.step() for _ in range(cfg["memory_steps"])][0]
     sync(device)
@@ -364,17 +370,18 @@ def agreement_checks(cfg: dict, has_sj: bool) -> dict:
     for family in ("esdnet", "dncnn"):
         size = cfg[f"{family}_size"] if not cfg["quick"] else min(cfg[f"{family}_size"], 64)
         x, _ = make_data(family, 1, size, cfg["seed"])
-        others = (["spikeir_folded"] if family == "esdnet" else []) + (["spikingjelly"] if has_sj else [])
+        others = ((["spikeir_folded", "spikeir_folded_compiled"] if family == "esdnet" else ["spikeir_compiled"])
+                  + (["spikingjelly"] if has_sj else []))
         base = build(family, "spikeir", cfg).eval()
         with torch.no_grad():
             y = base(x)
         f32 = {"input_size": size}
         for v in others:
             m = build(family, v, cfg).eval()
-            if v == "spikeir_folded":
+            if v.startswith("spikeir_folded"):
                 m = m.fold_bn()
             with torch.no_grad():
-                f32[v] = _maxdiff(m(x), y)
+                f32[v] = _maxdiff(forward(m, x, v), y)
             reset_fn(v)(m)
         # float64: outputs in train mode and every gradient (same names on both sides)
         xs, _ = make_data(family, 2, 32 if family == "esdnet" else 16, cfg["seed"], torch.float64)

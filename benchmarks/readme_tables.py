@@ -175,12 +175,14 @@ def esdnet_bench_table() -> str:
     sp = c["spiden"]
     rows = [("esdnet_infer", "spikeir", f"ESDNet (released config) inference, {e}x{e}"),
             ("esdnet_infer", "spikeir_folded", "same, `fold_bn()`"),
+            ("esdnet_infer", "spikeir_folded_compiled", "same, `fold_bn()` and `compiled_inference()`"),
             ("esdnet_train", "spikeir", f"ESDNet training step, {bt} x {et}x{et}"),
             ("esdnet_train", "spikeir_compact", "same, bool spike storage (the trainer's default)"),
             ("esdnet_train", "spikeir_ckpt_attn", "same, `checkpoint_attention=True`"),
             ("esdnet_train", "spikeir_compact_ckpt_attn", "same, bool spikes and `checkpoint_attention=True`"),
             ("esdnet_train", "spikeir_ckpt", "same, `checkpoint_blocks=True`"),
             ("dncnn_infer", "spikeir", f"SpikingDnCNN ({sp['depth']} x {sp['width']}, T={sp['T']}) inference, {n}x{n}"),
+            ("dncnn_infer", "spikeir_compiled", "same, `compiled_inference()`"),
             ("dncnn_train", "spikeir", f"SpikingDnCNN training step, {bt} x {nt}x{nt}"),
             ("dncnn_train", "spikeir_compact", "same, bool spike storage")]
     for case, v, label in rows:

@@ -1,5 +1,6 @@
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -160,3 +161,19 @@ def test_convert_ann_cli_writes_a_loadable_snn_and_refuses_bad_input(tmp_path, t
     assert main(["convert-ann", str(tiny_models["snn"]), "-o", str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "takes a trained DnCNN" in err[0]
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_runtime_writes_the_same_images(tmp_path, tiny_models, capsys):
+    src = tmp_path / "in"
+    write_images(src, 1, rgb=False)
+    outs = {}
+    for runtime in ("torch", "compiled"):
+        out = tmp_path / runtime
+        assert main(["denoise", str(src), "-o", str(out), "--model", str(tiny_models["snn"]), "--device", "cpu",
+                     "--runtime", runtime]) == 0
+        outs[runtime] = read_image(out / "img00.png")
+    assert np.array_equal(outs["torch"], outs["compiled"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("firing rate")[1] == lines[1].split("firing rate")[1]  # rates are counted alike

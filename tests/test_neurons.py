@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from spikeir.neurons import (
     NEURONS,
     BaseNeuron,
     ParametricLIF,
+    compiled_inference,
     make_neuron,
     record_firing_rates,
     reference_loop,
@@ -612,3 +614,55 @@ def test_float32_and_shapes():
     out = n(x)
     assert out.shape == x.shape and out.dtype == torch.float32
     assert n.double()(x.double()).dtype == torch.float64
+
+
+# ----------------------------------------------------------------------------- compiled inference
+
+needs_cxx = pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                               reason="torch.compile on CPU needs a C++ compiler")
+
+
+@needs_cxx
+@pytest.mark.parametrize("make", [
+    lambda: LIF(tau=2.0, v_threshold=0.15, v_reset=0.0, decay_input=False),  # ESDNet's
+    lambda: IF(v_reset=None, v_threshold=0.5, learn_threshold=True, threshold_channels=3, scale_output=True),
+    lambda: LIF(tau=3.0, decay_input=True, v_reset=0.1, v_init="half"),
+], ids=["lif-hard", "if-soft-scaled-channel", "lif-decay-input-half"])
+def test_compiled_inference_gives_the_eager_spikes(make):
+    neuron = make()
+    x = torch.randn(5, 2, 3, 9, 7, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        eager = neuron(x)
+        with compiled_inference():
+            fused = neuron(x)
+    assert eager.abs().sum() > 0 and (eager == 0).any()  # spikes and silences to agree on
+    assert torch.equal(fused, eager)
+
+
+@needs_cxx
+def test_compiled_inference_leaves_training_on_the_autograd_path():
+    neuron = LIF(tau=2.0, learn_threshold=True)
+    x = torch.randn(4, 2, 5, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    neuron(x).sum().backward()
+    expect = x.grad.clone(), neuron.v_threshold.grad.clone()
+    x.grad = None
+    neuron.v_threshold.grad = None
+    with compiled_inference():
+        neuron(x).sum().backward()
+    assert torch.equal(x.grad, expect[0]) and torch.equal(neuron.v_threshold.grad, expect[1])
+
+
+def test_compiled_inference_failure_is_one_clear_line(monkeypatch):
+    import spikeir.neurons as neurons
+
+    def broken(*args, **kwargs):
+        def fn(*a):
+            raise OSError("cannot find a C++ compiler\nlong traceback text")
+        return fn
+
+    monkeypatch.setattr(neurons, "_COMPILED", {})  # no kernel compiled by another test
+    monkeypatch.setattr(torch, "compile", broken)
+    with torch.no_grad(), compiled_inference(), pytest.raises(RuntimeError) as e:
+        IF()(torch.rand(2, 1, 3))
+    assert str(e.value) == ("compiled neurons: torch.compile failed on cpu (cannot find a C++ compiler); "
+                            "run without compiled_inference()")
