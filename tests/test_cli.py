@@ -165,7 +165,12 @@ def test_convert_ann_cli_writes_a_loadable_snn_and_refuses_bad_input(tmp_path, t
 
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
                     reason="torch.compile on CPU needs a C++ compiler")
-def test_compiled_runtime_writes_the_same_images(tmp_path, tiny_models, capsys):
+def test_compiled_runtime_writes_the_same_images(tmp_path, tiny_models, capsys, monkeypatch):
+    import spikeir.neurons as neurons
+
+    calls = []
+    real = neurons._compiled_sequence
+    monkeypatch.setattr(neurons, "_compiled_sequence", lambda cfg: calls.append(cfg) or real(cfg))
     src = tmp_path / "in"
     write_images(src, 1, rgb=False)
     outs = {}
@@ -174,6 +179,27 @@ def test_compiled_runtime_writes_the_same_images(tmp_path, tiny_models, capsys):
         assert main(["denoise", str(src), "-o", str(out), "--model", str(tiny_models["snn"]), "--device", "cpu",
                      "--runtime", runtime]) == 0
         outs[runtime] = read_image(out / "img00.png")
+    assert calls  # the compiled run took the compiled path (the torch run cannot: no context)
     assert np.array_equal(outs["torch"], outs["compiled"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split("firing rate")[1] == lines[1].split("firing rate")[1]  # rates are counted alike
+
+
+def test_compiled_runtime_failure_is_one_line(tmp_path, tiny_models, capsys, monkeypatch):
+    import spikeir.neurons as neurons
+
+    def broken(*args, **kwargs):
+        def fn(*a):
+            raise OSError("no C++ compiler found")
+        return fn
+
+    monkeypatch.setattr(neurons, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    src = tmp_path / "in"
+    write_images(src, 1, rgb=False)
+    assert main(["denoise", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_models["snn"]),
+                 "--device", "cpu", "--runtime", "compiled"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["spikeir: error: compiled neurons: torch.compile failed on cpu (no C++ compiler found); "
+                   "run without compiled_inference()"]
+    assert not (tmp_path / "out" / "img00.png").exists()

@@ -627,14 +627,22 @@ needs_cxx = pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "
     lambda: LIF(tau=2.0, v_threshold=0.15, v_reset=0.0, decay_input=False),  # ESDNet's
     lambda: IF(v_reset=None, v_threshold=0.5, learn_threshold=True, threshold_channels=3, scale_output=True),
     lambda: LIF(tau=3.0, decay_input=True, v_reset=0.1, v_init="half"),
-], ids=["lif-hard", "if-soft-scaled-channel", "lif-decay-input-half"])
-def test_compiled_inference_gives_the_eager_spikes(make):
+    lambda: ParametricLIF(init_tau=2.5, decay_input=False, v_reset=-0.1, v_threshold=0.3),
+], ids=["lif-hard", "if-soft-scaled-channel", "lif-decay-input-half", "plif-negative-reset"])
+def test_compiled_inference_gives_the_eager_spikes(make, monkeypatch):
+    import spikeir.neurons as neurons
+
+    calls = []
+    real = neurons._compiled_sequence
+    monkeypatch.setattr(neurons, "_compiled_sequence", lambda cfg: calls.append(cfg) or real(cfg))
     neuron = make()
     x = torch.randn(5, 2, 3, 9, 7, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         eager = neuron(x)
+        assert not calls  # outside the context: the eager path
         with compiled_inference():
             fused = neuron(x)
+    assert calls == [neuron._cfg()]  # inside: the compiled one
     assert eager.abs().sum() > 0 and (eager == 0).any()  # spikes and silences to agree on
     assert torch.equal(fused, eager)
 
@@ -662,7 +670,9 @@ def test_compiled_inference_failure_is_one_clear_line(monkeypatch):
 
     monkeypatch.setattr(neurons, "_COMPILED", {})  # no kernel compiled by another test
     monkeypatch.setattr(torch, "compile", broken)
-    with torch.no_grad(), compiled_inference(), pytest.raises(RuntimeError) as e:
+    with torch.no_grad(), compiled_inference(), pytest.raises(neurons.CompiledNeuronError) as e:
         IF()(torch.rand(2, 1, 3))
     assert str(e.value) == ("compiled neurons: torch.compile failed on cpu (cannot find a C++ compiler); "
                             "run without compiled_inference()")
+    with torch.no_grad(), compiled_inference():  # half precision never reaches the compiler
+        IF()(torch.rand(2, 1, 3, dtype=torch.bfloat16))

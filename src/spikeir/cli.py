@@ -681,9 +681,10 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         import torch
 
+        from .neurons import CompiledNeuronError
         from .train import TrainingError
 
-        if isinstance(e, TrainingError):
+        if isinstance(e, (TrainingError, CompiledNeuronError)):
             return _fail(str(e))
         if isinstance(e, torch.cuda.OutOfMemoryError):
             return _fail("out of GPU memory; process large images in tiles (--tile 256) or use --device cpu")

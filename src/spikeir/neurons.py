@@ -64,6 +64,7 @@ __all__ = [
     "record_firing_rates",
     "compact_spike_storage",
     "compiled_inference",
+    "CompiledNeuronError",
     "SpikeStorage",
     "reference_loop",
     "NEURONS",
@@ -310,8 +311,8 @@ class BaseNeuron(nn.Module):
                 f"has {x.shape[2]} channels (shape {tuple(x.shape)})"
             )
         k = self.decay().to(device=x.device, dtype=x.dtype)
-        if getattr(_local, "compiled", False) and not (torch.is_grad_enabled() and (
-                x.requires_grad or th.requires_grad or k.requires_grad)):
+        if getattr(_local, "compiled", False) and x.dtype in (torch.float32, torch.float64) and not (
+                torch.is_grad_enabled() and (x.requires_grad or th.requires_grad or k.requires_grad)):
             out = _compiled_sequence(self._cfg())(x, th, k)
         else:
             out = _MultiStep.apply(x, th, k, self._cfg())
@@ -432,11 +433,17 @@ def reference_loop(neuron: BaseNeuron, x: torch.Tensor) -> torch.Tensor:
 _COMPILED: dict[tuple, object] = {}
 
 
-def _sequence(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, cfg: _Cfg) -> torch.Tensor:
+class CompiledNeuronError(RuntimeError):
+    """``torch.compile`` could not build the fused neuron (no C++ compiler, no Triton, ...)."""
+
+
+def _sequence(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, vr: torch.Tensor, cfg: _Cfg) -> torch.Tensor:
     """The forward recurrence as plain tensor code (no autograd function), for ``torch.compile``
-    to fuse each step's charge, fire and reset into one pass over memory."""
-    vr = 0.0 if cfg.v_reset is None else cfg.v_reset
-    v = (0.5 * th).expand_as(x[0]) if cfg.half_init else torch.full_like(x[0], vr)
+    to fuse each step's charge, fire and reset into one pass over memory. ``vr`` (``V_reset``, 0
+    for a soft reset) is a tensor, not a constant: compiled graphs cached on disk by Inductor are
+    then the same for every reset value, and a cached kernel cannot carry another run's value
+    (with a Python float here, a kernel compiled for one ``v_reset`` was reused for another)."""
+    v = (0.5 * th).expand_as(x[0]) if cfg.half_init else vr.expand_as(x[0])
     outs = []
     for t in range(x.shape[0]):
         if not cfg.lif:
@@ -452,18 +459,21 @@ def _sequence(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, cfg: _Cfg) -> 
 
 
 def _compiled_sequence(cfg: _Cfg):
-    key = (cfg.lif, cfg.decay_input, cfg.v_reset, cfg.scale_output, cfg.half_init)
+    key = (cfg.lif, cfg.decay_input, cfg.v_reset is None, cfg.v_reset, cfg.scale_output, cfg.half_init)
     fn = _COMPILED.get(key)
     if fn is None:
-        compiled = torch.compile(lambda x, th, k: _sequence(x, th, k, cfg), dynamic=True)
+        compiled = torch.compile(lambda x, th, k, vr: _sequence(x, th, k, vr, cfg), dynamic=True)
+        vr = 0.0 if cfg.v_reset is None else cfg.v_reset
 
         def fn(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
             try:
-                return compiled(x, th, k)
-            except Exception as e:  # no C++ compiler / Triton: say so in one line
+                return compiled(x, th, k, torch.tensor(vr, dtype=x.dtype, device=x.device))
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as e:  # no C++ compiler / Triton: say so in one line, keep the cause
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise RuntimeError(f"compiled neurons: torch.compile failed on {x.device.type} ({msg}); "
-                                   "run without compiled_inference()") from None
+                raise CompiledNeuronError(f"compiled neurons: torch.compile failed on {x.device.type} ({msg}); "
+                                          "run without compiled_inference()") from e
 
         _COMPILED[key] = fn
     return fn
@@ -476,7 +486,10 @@ def compiled_inference(enabled: bool = True) -> Iterator[None]:
     for the neuron alone). The first call per neuron kind and device compiles (seconds; needs a
     C++ compiler on CPU, Triton on CUDA). Spikes equal the eager path's except where a membrane
     lies within float rounding of the threshold (the fused kernel may round ``H`` differently).
-    Training (inputs that need gradients) always takes the eager autograd path."""
+    Training (inputs that need gradients) and half-precision inputs (which a fused kernel would
+    keep in float32 between steps) always take the eager path. Each new sequence length, rank,
+    dtype or device recompiles; past Dynamo's recompile limit it silently runs eager (same
+    results, no speed-up)."""
     prev = getattr(_local, "compiled", False)
     _local.compiled = bool(enabled)
     try:
