@@ -462,7 +462,13 @@ def _compiled_sequence(cfg: _Cfg):
     key = (cfg.lif, cfg.decay_input, cfg.v_reset is None, cfg.v_reset, cfg.scale_output, cfg.half_init)
     fn = _COMPILED.get(key)
     if fn is None:
-        compiled = torch.compile(lambda x, th, k, vr: _sequence(x, th, k, vr, cfg), dynamic=True)
+        def run(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, vr: torch.Tensor) -> torch.Tensor:
+            return _sequence(x, th, k, vr, cfg)
+
+        # Dynamo keeps its compiled variants, and its recompile limit, per code object: one code
+        # object per neuron kind, so that several kinds do not share (and exhaust) one budget
+        run.__code__ = run.__code__.replace(co_name=f"neuron_sequence_{len(_COMPILED)}")
+        compiled = torch.compile(run, dynamic=True)
         vr = 0.0 if cfg.v_reset is None else cfg.v_reset
 
         def fn(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -488,8 +494,8 @@ def compiled_inference(enabled: bool = True) -> Iterator[None]:
     lies within float rounding of the threshold (the fused kernel may round ``H`` differently).
     Training (inputs that need gradients) and half-precision inputs (which a fused kernel would
     keep in float32 between steps) always take the eager path. Each new sequence length, rank,
-    dtype or device recompiles; past Dynamo's recompile limit it silently runs eager (same
-    results, no speed-up)."""
+    dtype or device recompiles (each neuron kind has its own budget); past Dynamo's recompile
+    limit it silently runs eager (same results, no speed-up)."""
     prev = getattr(_local, "compiled", False)
     _local.compiled = bool(enabled)
     try:
