@@ -132,15 +132,9 @@ def tradeoff_table() -> str:
         return "| " + " | ".join(cells) + " |"
 
     points = d["seed_means"] if merged else [r for r in d["rows"] if "finetune_steps" not in r]
-    # fine-tuned settings: their seed means where every seed ran them, else the rows of the seeds that did
-    averaged = d.get("tuned_means", [])
-
-    def how_key(r: dict) -> tuple:
-        rr = r.get("rate_reg") or {}
-        return r["width"], r["T"], r["finetune_steps"], rr.get("target"), rr.get("weight")
-
-    done = {how_key(m) for m in averaged}
-    tuned = averaged + [r for r in d["rows"] if "finetune_steps" in r and how_key(r) not in done]
+    # fine-tuned settings: their seed means where every seed ran them (merge marks those rows
+    # "averaged"), else the rows of the seeds that did
+    tuned = d.get("tuned_means", []) + [r for r in d["rows"] if "finetune_steps" in r and not r.get("averaged")]
     for r in sorted(points, key=lambda r: (-r["width"], r["T"])):
         lines.append(line(r, f"converted (QAT twin {pm(r['psnr_qat'])} dB)" if "psnr_qat" in r else "converted",
                           "none"))

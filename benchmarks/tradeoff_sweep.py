@@ -175,9 +175,13 @@ def merge(files: list[str]) -> dict:
 
     means = [means_of(rs, {"width": w, "T": T}) for (w, T), rs in points.items()]
     # a fine-tuned setting is averaged only when every seed ran it; otherwise its rows stay per seed
-    tuned_means = [means_of(rs, {"width": rs[0]["width"], "T": rs[0]["T"], "finetune_steps": rs[0]["finetune_steps"],
-                                 "rate_reg": rs[0].get("rate_reg")})
-                   for rs in tuned.values() if sorted(r["seed"] for r in rs) == sorted(seeds)]
+    tuned_means = []
+    for rs in tuned.values():
+        averaged = sorted(r["seed"] for r in rs) == sorted(seeds)
+        for r in rs:
+            r["averaged"] = averaged
+        if averaged:
+            tuned_means.append(means_of(rs, {k: rs[0].get(k) for k in ("width", "T", "finetune_steps", "rate_reg")}))
     return {"command": command_line(), "commands": {str(d["seed"]): d["command"] for d in parts},
             **{k: first.get(k) for k in ("protocol", "images", "steps", "depth", "tile_pixels", "rows_note")},
             "seeds": seeds, "rows": rows, "seed_means": means, "tuned_means": tuned_means,

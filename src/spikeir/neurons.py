@@ -313,7 +313,9 @@ class BaseNeuron(nn.Module):
         k = self.decay().to(device=x.device, dtype=x.dtype)
         if getattr(_local, "compiled", False) and x.dtype in (torch.float32, torch.float64) and not (
                 torch.is_grad_enabled() and (x.requires_grad or th.requires_grad or k.requires_grad)):
-            out = _compiled_sequence(self._cfg())(x, th, k)
+            cfg = self._cfg()
+            vr = torch.tensor(0.0 if cfg.v_reset is None else cfg.v_reset, dtype=x.dtype, device=x.device)
+            out = _compiled_sequence(cfg)(x, th, k, vr)
         else:
             out = _MultiStep.apply(x, th, k, self._cfg())
         store = _spike_store()
@@ -459,7 +461,9 @@ def _sequence(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, vr: torch.Tens
 
 
 def _compiled_sequence(cfg: _Cfg):
-    key = (cfg.lif, cfg.decay_input, cfg.v_reset is None, cfg.v_reset, cfg.scale_output, cfg.half_init)
+    """The compiled recurrence for ``cfg``'s graph structure, ``fn(x, th, k, vr)``: configs that
+    differ only in the reset value share one (``vr`` is an input)."""
+    key = (cfg.lif, cfg.decay_input, cfg.v_reset is None, cfg.scale_output, cfg.half_init)
     fn = _COMPILED.get(key)
     if fn is None:
         def run(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, vr: torch.Tensor) -> torch.Tensor:
@@ -469,11 +473,10 @@ def _compiled_sequence(cfg: _Cfg):
         # object per neuron kind, so that several kinds do not share (and exhaust) one budget
         run.__code__ = run.__code__.replace(co_name=f"neuron_sequence_{len(_COMPILED)}")
         compiled = torch.compile(run, dynamic=True)
-        vr = 0.0 if cfg.v_reset is None else cfg.v_reset
 
-        def fn(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        def fn(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, vr: torch.Tensor) -> torch.Tensor:
             try:
-                return compiled(x, th, k, torch.tensor(vr, dtype=x.dtype, device=x.device))
+                return compiled(x, th, k, vr)
             except torch.OutOfMemoryError:
                 raise
             except Exception as e:  # no C++ compiler / Triton: say so in one line, keep the cause
