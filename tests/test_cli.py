@@ -200,6 +200,6 @@ def test_compiled_runtime_failure_is_one_line(tmp_path, tiny_models, capsys, mon
     assert main(["denoise", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_models["snn"]),
                  "--device", "cpu", "--runtime", "compiled"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["spikeir: error: compiled neurons: torch.compile failed on cpu (no C++ compiler found); "
+    assert err == ["spikeir: error: compiled inference: torch.compile failed on cpu (no C++ compiler found); "
                    "run without compiled_inference()"]
     assert not (tmp_path / "out" / "img00.png").exists()

@@ -672,7 +672,7 @@ def test_compiled_inference_failure_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken)
     with torch.no_grad(), compiled_inference(), pytest.raises(neurons.CompiledNeuronError) as e:
         IF()(torch.rand(2, 1, 3))
-    assert str(e.value) == ("compiled neurons: torch.compile failed on cpu (cannot find a C++ compiler); "
+    assert str(e.value) == ("compiled inference: torch.compile failed on cpu (cannot find a C++ compiler); "
                             "run without compiled_inference()")
     with torch.no_grad(), compiled_inference():  # half precision never reaches the compiler
         IF()(torch.rand(2, 1, 3, dtype=torch.bfloat16))

@@ -144,7 +144,8 @@ def test_attention_keeps_one_block_for_backward_and_matches_plain_autograd(tempo
             outs[name] = fn(u)
         (outs[name] * go).sum().backward()
         grads[name] = [u.grad.clone()] + [p.grad.clone() for p in m.parameters()]
-    assert torch.equal(outs["mda"], outs["ref"])
+    # the pools are reductions over several dims here, not adaptive pools: another summation order
+    torch.testing.assert_close(outs["mda"], outs["ref"], rtol=0, atol=1e-14)
     for a, b in zip(grads["mda"], grads["ref"]):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
     block = u.numel()
@@ -263,3 +264,111 @@ def test_compact_spike_storage_nests_refuses_odd_views_and_catches_later_inplace
     s.mul_(3.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
+
+
+# ----------------------------------------------------------------------------- channels-last, compiled attention
+
+
+def _conv_layouts(model, x) -> set[str]:
+    """The memory layout of every convolution input with more than 2 channels and pixels in one
+    forward (the spatial attention's 2-channel map and the pooled 1x1 maps have none that matters)."""
+    seen: set[str] = set()
+
+    def hook(mod, inp, out):
+        if mod.in_channels > 2 and inp[0].shape[-2:].numel() > 1:
+            t = inp[0]
+            seen.add("channels_last" if t.stride(1) == 1 and t.shape[1] > 1 else "contiguous")
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def _dncnn(cls, **kw):
+    from spikeir.models.spiking_dncnn import DnCNN, SpikingDnCNN
+
+    kw = {"depth": 5, "width": 8, **({"T": 3} if cls == "snn" else {}), **kw}
+    return _perturbed(SpikingDnCNN if cls == "snn" else DnCNN, **kw)
+
+
+@pytest.mark.parametrize("make,channels", [
+    (lambda **kw: _perturbed(ESDNet, **SMALL, **kw), 3), (lambda **kw: _perturbed(ESDNetANN, **ANN_SMALL, **kw), 3),
+    (lambda **kw: _dncnn("snn", **kw), 1), (lambda **kw: _dncnn("ann", **kw), 1),
+])
+def test_channels_last_same_outputs_and_gradients(make, channels):
+    plain, cl = make(channels_last=False), make(channels_last=True)
+    x = torch.rand(2, channels, 14, 12, dtype=torch.float64)
+    g = torch.randn(x.shape, dtype=torch.float64)
+    with torch.no_grad():
+        assert _conv_layouts(plain.eval(), x) == {"contiguous"}
+        assert _conv_layouts(cl.eval(), x) == {"channels_last"}  # every convolution: nothing falls back
+        out_a, out_b = plain(x), cl(x)
+    assert out_b.is_contiguous() and torch.allclose(out_a, out_b, rtol=0, atol=1e-12)
+    out_a, gx_a, gp_a = _train_step(plain, x, g)
+    out_b, gx_b, gp_b = _train_step(cl, x, g)
+    assert torch.allclose(out_a, out_b, rtol=0, atol=1e-12) and torch.allclose(gx_a, gx_b, rtol=0, atol=1e-12)
+    for name in gp_a:
+        assert torch.allclose(gp_a[name], gp_b[name], rtol=0, atol=1e-10), name
+    assert _conv_layouts(cl, x) == {"channels_last"}  # in training too
+    auto = make()  # default: channels-last for inference on CPU, not for training
+    assert auto.channels_last is None and _conv_layouts(auto.eval(), x) == {"channels_last"}
+    assert _conv_layouts(auto.train(), x) == {"contiguous"}
+
+
+def test_neuron_keeps_the_layout_of_an_input_repeated_over_time():
+    from spikeir.layers import repeat_time
+    from spikeir.neurons import LIF
+
+    x = torch.randn(2, 5, 6, 7).contiguous(memory_format=torch.channels_last)
+    rep = repeat_time(x, 4)
+    out = LIF(v_threshold=0.3)(rep)
+    assert out.stride(2) == 1 and out[0].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, LIF(v_threshold=0.3)(rep.contiguous()))
+
+
+@pytest.mark.parametrize("cls,kw", [(ESDNet, SMALL), (ESDNetANN, ANN_SMALL)])
+def test_compiled_attention_gives_the_eager_outputs(cls, kw, monkeypatch):
+    from spikeir.models import esdnet
+    from spikeir.neurons import compiled_inference
+
+    calls = []
+    real = esdnet._compiled_block_output
+    monkeypatch.setattr(esdnet, "_compiled_block_output", lambda temporal: calls.append(temporal) or real(temporal))
+    model = _perturbed(cls, **kw).eval()
+    x = torch.rand(1, 3, 13, 10, dtype=torch.float64)
+    with torch.no_grad():
+        eager = model(x)
+        assert calls == []
+        with compiled_inference():
+            fused = model(x)
+    n_blocks = sum(isinstance(m, esdnet.SRB) for m in model.modules())
+    assert calls == [cls is ESDNet] * n_blocks  # every block took the compiled path
+    torch.testing.assert_close(fused, eager, rtol=0, atol=1e-12)
+    calls.clear()
+    with compiled_inference():  # gradients needed: the autograd path, never the compiled one
+        out = model.train()(x.requires_grad_(True))
+    out.sum().backward()
+    assert calls == [] and x.grad is not None
+
+
+def test_compiled_attention_failure_is_one_clear_line(monkeypatch):
+    from spikeir import neurons
+    from spikeir.models import esdnet
+
+    def broken(*args, **kwargs):
+        def fn(*a):
+            raise RuntimeError("InductorError: no C++ compiler\nmore")
+        return fn
+
+    monkeypatch.setattr(esdnet, "_COMPILED_BLOCK_OUTPUT", {})
+    monkeypatch.setattr(neurons, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    model = ESDNetANN(**ANN_SMALL).eval()  # no neurons: the attention's compile is the one that fails
+    with torch.no_grad(), neurons.compiled_inference(), pytest.raises(neurons.CompiledNeuronError) as e:
+        model(torch.rand(1, 3, 8, 8))
+    assert str(e.value) == ("compiled inference: torch.compile failed on cpu (InductorError: no C++ compiler); "
+                            "run without compiled_inference()")

@@ -542,8 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--overlap", type=int, default=8, help="tile overlap in pixels")
         d.add_argument("--device", default="auto")
         d.add_argument("--runtime", default="torch", choices=["torch", "compiled", "onnx"],
-                       help="compiled: the neurons' recurrence through torch.compile (3-9x faster neurons; "
-                       "the first image compiles for seconds; needs a C++ compiler on CPU); "
+                       help="compiled: the neurons' recurrence and ESDNet's attention through torch.compile "
+                       "(3-9x faster neurons; the first image compiles for seconds; needs a C++ compiler on CPU); "
                        "onnx: run the model exported to ONNX in ONNX Runtime on the CPU (faster there, see "
                        "benchmarks/bench_export.py; needs spikeir[export]; no firing rate is reported)")
         d.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -65,6 +65,8 @@ __all__ = [
     "compact_spike_storage",
     "compiled_inference",
     "CompiledNeuronError",
+    "compiled_inference_enabled",
+    "compile_for_inference",
     "SpikeStorage",
     "reference_loop",
     "NEURONS",
@@ -95,6 +97,16 @@ def _reset(h: torch.Tensor, s: torch.Tensor, th: torch.Tensor, cfg: _Cfg) -> tor
     return h * (1.0 - s) + cfg.v_reset * s
 
 
+def _empty_sequence(x: torch.Tensor) -> torch.Tensor:
+    """An empty ``[T, ...]`` tensor laid out as ``x``; for an input repeated over time (stride 0
+    on ``T``, where ``empty_like`` falls back to the default layout) each step is laid out as
+    ``x[0]``, so that a channels-last input gives channels-last spikes."""
+    if x.shape[0] == 1 or x.stride(0) != 0:
+        return torch.empty_like(x)
+    step = torch.empty_like(x[0])
+    return torch.empty_strided(x.shape, (step.numel(),) + step.stride(), dtype=x.dtype, device=x.device)
+
+
 class _MultiStep(torch.autograd.Function):
     """Whole-sequence neuron: saves ``H`` only, recomputes spikes in backward.
 
@@ -107,8 +119,7 @@ class _MultiStep(torch.autograd.Function):
         vr = 0.0 if cfg.v_reset is None else cfg.v_reset
         kf = float(k)
         v = _initial_v(x[0], th, cfg)
-        hs = torch.empty_like(x)
-        out = torch.empty_like(x)
+        hs, out = _empty_sequence(x), _empty_sequence(x)
         for t in range(x.shape[0]):
             h = hs[t]
             if not cfg.lif:
@@ -311,7 +322,7 @@ class BaseNeuron(nn.Module):
                 f"has {x.shape[2]} channels (shape {tuple(x.shape)})"
             )
         k = self.decay().to(device=x.device, dtype=x.dtype)
-        if getattr(_local, "compiled", False) and x.dtype in (torch.float32, torch.float64) and not (
+        if compiled_inference_enabled() and x.dtype in (torch.float32, torch.float64) and not (
                 torch.is_grad_enabled() and (x.requires_grad or th.requires_grad or k.requires_grad)):
             cfg = self._cfg()
             vr = torch.tensor(0.0 if cfg.v_reset is None else cfg.v_reset, dtype=x.dtype, device=x.device)
@@ -472,27 +483,44 @@ def _compiled_sequence(cfg: _Cfg):
         # Dynamo keeps its compiled variants, and its recompile limit, per code object: one code
         # object per neuron kind, so that several kinds do not share (and exhaust) one budget
         run.__code__ = run.__code__.replace(co_name=f"neuron_sequence_{len(_COMPILED)}")
-        compiled = torch.compile(run, dynamic=True)
-
-        def fn(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, vr: torch.Tensor) -> torch.Tensor:
-            try:
-                return compiled(x, th, k, vr)
-            except torch.OutOfMemoryError:
-                raise
-            except Exception as e:  # no C++ compiler / Triton: say so in one line, keep the cause
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise CompiledNeuronError(f"compiled neurons: torch.compile failed on {x.device.type} ({msg}); "
-                                          "run without compiled_inference()") from e
-
-        _COMPILED[key] = fn
+        fn = _COMPILED[key] = compile_for_inference(run)
     return fn
+
+
+def compile_for_inference(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``torch.compile(fn, dynamic=True)``, whose failures (no C++ compiler, no Triton, ...)
+    raise :class:`CompiledNeuronError` with a one-line message and the cause chained. For the
+    inference kernels that :func:`compiled_inference` switches on; ``fn``'s first tensor
+    argument names the device in the message. Give each ``fn`` its own code object: Dynamo
+    keeps compiled variants, and its recompile limit, per code object."""
+    compiled = torch.compile(fn, dynamic=True)
+
+    def run(*args: torch.Tensor) -> torch.Tensor:
+        try:
+            return compiled(*args)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as e:  # say so in one line, keep the cause
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CompiledNeuronError(f"compiled inference: torch.compile failed on {args[0].device.type} ({msg}); "
+                                      "run without compiled_inference()") from e
+
+    return run
+
+
+def compiled_inference_enabled() -> bool:
+    """Whether this thread is inside :func:`compiled_inference` (models check it to pick their
+    own compiled inference kernels, e.g. ESDNet's attention)."""
+    return getattr(_local, "compiled", False)
 
 
 @contextmanager
 def compiled_inference(enabled: bool = True) -> Iterator[None]:
     """Within this context, neurons that need no gradient run a ``torch.compile``-d version of
     their forward recurrence (one fused pass per step instead of several; 3-9x faster on CPU
-    for the neuron alone). The first call per neuron kind and device compiles (seconds; needs a
+    for the neuron alone), and so do models' own inference kernels that check
+    :func:`compiled_inference_enabled` (ESDNet's attention: four passes over memory instead of
+    about twelve). The first call per neuron kind and device compiles (seconds; needs a
     C++ compiler on CPU, Triton on CUDA). Spikes equal the eager path's except where a membrane
     lies within float rounding of the threshold (the fused kernel may round ``H`` differently).
     Training (inputs that need gradients) and half-precision inputs (which a fused kernel would

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import TdBatchNorm2d, fold_conv_bn, repeat_time
-from ..neurons import LIF, BaseNeuron
+from ..layers import TdBatchNorm2d, channels_last_wanted, fold_conv_bn, repeat_time
+from ..neurons import LIF, BaseNeuron, compile_for_inference, compiled_inference_enabled
 
 __all__ = ["ESDNet", "ESDNetANN", "SRB", "MDA", "FRB", "TdBatchNorm2d"]
 
@@ -74,7 +74,9 @@ class _Seq(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         T, B = x.shape[:2]
-        x = x.flatten(0, 1)
+        # an input repeated over T (stride 0) is copied by flatten in the default layout; cat
+        # keeps its (channels-last) layout
+        x = torch.cat([x[0]] * T) if T > 1 and x.stride(0) == 0 else x.flatten(0, 1)
         for m in self:
             x = m(x.unflatten(0, (T, B))).flatten(0, 1) if isinstance(m, BaseNeuron) else m(x)
         return x.unflatten(0, (T, B))
@@ -90,15 +92,17 @@ class _PoolGate(nn.Module):
         self.sharedMLP = nn.Sequential(nn.Conv3d(n, h, 1, bias=False), nn.ReLU(), nn.Conv3d(h, n, 1, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        avg = F.adaptive_avg_pool3d(x, 1)
+        dims = tuple(range(2, x.dim()))
+        # reductions, not adaptive pools: they take any layout (channels-last included) at speed
+        avg = x.mean(dims, keepdim=True)
         if torch.is_grad_enabled() and x.requires_grad:
-            # the same max one dim at a time: each step keeps only the indices of its (already
-            # reduced) output for backward, where the pool keeps its whole input
+            # the max one dim at a time: each step keeps only the indices of its (already
+            # reduced) output for backward, where amax keeps its whole input
             mx = x
-            for d in range(x.dim() - 1, 1, -1):
+            for d in reversed(dims):
                 mx = mx.max(dim=d, keepdim=True).values
         else:
-            mx = F.adaptive_max_pool3d(x, 1)
+            mx = x.amax(dims, keepdim=True)
         return torch.sigmoid(self.sharedMLP(avg) + self.sharedMLP(mx))
 
 
@@ -111,8 +115,12 @@ class _SpatialGate(nn.Module):
         self.conv = nn.Conv2d(2, 1, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1, 2)
-        pooled = torch.cat([x.mean(1, keepdim=True), x.max(1, keepdim=True).values], 1)
+        # reduced over (T, C) in place of flatten(1, 2), which copies a channels-last block
+        if torch.is_grad_enabled() and x.requires_grad:
+            mx = x.max(2).values.max(1, keepdim=True).values  # keeps indices, not x (see _PoolGate)
+        else:
+            mx = x.amax((1, 2)).unsqueeze(1)
+        pooled = torch.cat([x.mean((1, 2)).unsqueeze(1), mx], 1)
         return torch.sigmoid(self.conv(pooled)).unsqueeze(1)
 
 
@@ -138,7 +146,7 @@ class _Gated(torch.autograd.Function):
         u, g, *prev = ctx.saved_tensors
         x = u
         for p in prev:
-            x = p * x  # the forward's order: gate * input
+            x = x * p  # the forward's order: input * gate
         if ctx.relu:
             go = go.masked_fill(x * g <= 0, 0.0)
         gx = go * g if ctx.needs_input_grad[0] else None
@@ -162,10 +170,12 @@ class MDA(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         u = u.transpose(0, 1)  # [B, T, C, H, W]
         if not (torch.is_grad_enabled() and u.requires_grad):  # inference: the plain products
+            # input * gate: the product is laid out as its first operand (the gate is [B, T, ...]
+            # but the sequence [T, B, ...] in memory, channels-last included)
             if self.ta is not None:
-                u = self.ta(u) * u  # pools (C, H, W) per time step
-            u = self.ca(u.transpose(1, 2)).transpose(1, 2) * u  # pools (T, H, W) per channel
-            u = self.sa(u) * u
+                u = u * self.ta(u)  # pools (C, H, W) per time step
+            u = u * self.ca(u.transpose(1, 2)).transpose(1, 2)  # pools (T, H, W) per channel
+            u = u * self.sa(u)
             return F.relu(u).transpose(0, 1)
         # training: the same products through _Gated, which keeps u and the gates, not the
         # three block-sized intermediates and the ReLU output
@@ -173,12 +183,49 @@ class MDA(nn.Module):
         x = u
         if self.ta is not None:
             gates.append(self.ta(u))
-            x = gates[0] * u
+            x = u * gates[0]
         g = self.ca(x.transpose(1, 2)).transpose(1, 2)
-        x = _Gated.apply(x, g, False, u, *gates) if gates else g * u
+        x = _Gated.apply(x, g, False, u, *gates) if gates else u * g
         gates.append(g)
         g = self.sa(x)
         return _Gated.apply(x, g, True, u, *gates).transpose(0, 1)
+
+
+def _gate(avg: torch.Tensor, mx: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """:class:`_PoolGate`'s MLP on ``[B, N]`` pools, with its 1x1 Conv3d weights as matrices."""
+    return torch.sigmoid(F.linear(F.relu(F.linear(avg, w1)), w2) + F.linear(F.relu(F.linear(mx, w1)), w2))
+
+
+def _block_output(r: torch.Tensor, s: torch.Tensor, x: torch.Tensor, ta1: torch.Tensor | None,
+                  ta2: torch.Tensor | None, ca1: torch.Tensor, ca2: torch.Tensor, sa: torch.Tensor) -> torch.Tensor:
+    """An SRB's ``MDA(r + s) + x`` on ``[T, B, C, H, W]`` as plain tensor code, the same
+    products in the same order as :meth:`MDA.forward`, for ``torch.compile`` to fuse into a few
+    passes over memory (the three gates' pools, then the output). ``ta1, ta2``: the temporal
+    MLP's weights (``None`` without temporal attention), ``ca1, ca2`` the channel MLP's,
+    ``sa`` the spatial conv's."""
+    u = r + s
+    if ta1 is not None:
+        g = _gate(u.mean((2, 3, 4)).t(), u.amax((2, 3, 4)).t(), ta1, ta2)  # [B, T]
+        u = u * g.t()[:, :, None, None, None]
+    g = _gate(u.mean((0, 3, 4)), u.amax((0, 3, 4)), ca1, ca2)  # [B, C]
+    u = u * g[None, :, :, None, None]
+    p = torch.stack([u.mean((0, 2)), u.amax((0, 2))], 1)  # [B, 2, H, W]
+    u = u * torch.sigmoid(F.conv2d(p, sa, padding=1))[None]
+    return F.relu(u) + x
+
+
+_COMPILED_BLOCK_OUTPUT: dict[bool, object] = {}
+
+
+def _compiled_block_output(temporal: bool):
+    fn = _COMPILED_BLOCK_OUTPUT.get(temporal)
+    if fn is None:
+        def run(*args: torch.Tensor | None) -> torch.Tensor:
+            return _block_output(*args)
+
+        run.__code__ = run.__code__.replace(co_name=f"esdnet_block_output_{int(temporal)}")  # own recompile budget
+        fn = _COMPILED_BLOCK_OUTPUT[temporal] = compile_for_inference(run)
+    return fn
 
 
 class SRB(nn.Module):
@@ -196,6 +243,10 @@ class SRB(nn.Module):
         spiking: ``False`` builds the ANN twin's block (ReLU, BatchNorm, no temporal attention).
 
     Shape: ``[T, B, C, H, W] -> [T, B, C, H, W]`` (``T = 1`` for the ANN twin).
+
+    Inside :func:`spikeir.neurons.compiled_inference`, when no gradient is needed, the sum, the
+    attention and the block residual run as one ``torch.compile``-d function
+    (:func:`_block_output`): the same products, a few fused passes over memory.
     """
 
     def __init__(self, channels: int, T: int = 4, v_threshold: float = 0.15, tau: float = 2.0,
@@ -211,7 +262,15 @@ class SRB(nn.Module):
     checkpoint_attention = False  # set by ESDNet(checkpoint_attention=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = self.residual(x) + self.shortcut(x)
+        r, s = self.residual(x), self.shortcut(x)
+        if (compiled_inference_enabled() and x.dtype in (torch.float32, torch.float64)
+                and not (torch.is_grad_enabled() and (r.requires_grad or s.requires_grad or x.requires_grad
+                                                      or any(p.requires_grad for p in self.attn.parameters())))):
+            a = self.attn
+            w = [None, None] if a.ta is None else [m.weight.flatten(1) for m in a.ta.sharedMLP[::2]]
+            w += [m.weight.flatten(1) for m in a.ca.sharedMLP[::2]]
+            return _compiled_block_output(a.ta is not None)(r, s, x, *w, a.sa.conv.weight)
+        u = r + s
         if self.checkpoint_attention and self.training and torch.is_grad_enabled():
             # the attention is cheap elementwise work but keeps three block-sized tensors
             return checkpoint(self.attn, u, use_reentrant=False, preserve_rng_state=False) + x
@@ -296,6 +355,11 @@ class ESDNet(nn.Module):
         checkpoint_attention: in training, recompute only each SRB's attention (:class:`MDA`)
             in backward: drops three of the block's saved tensors for a few cheap elementwise
             passes (no convolution is recomputed). Same results, as above.
+        channels_last: run the activations channels-last (``[T, B, H, W, C]`` in memory), where
+            oneDNN's 3x3 convolutions are 25-35% faster on CPU at the first two levels'
+            sizes; ``None`` (default): for inference (eval mode) on CPU, where it measured
+            8-15% faster end to end (training steps were slower). Same results up to float
+            rounding; the output is returned in the usual contiguous layout.
 
     For fast inference use :meth:`fold_bn` (BatchNorm folded into the convolutions).
 
@@ -317,6 +381,7 @@ class ESDNet(nn.Module):
         tau: float = 2.0,
         checkpoint_blocks: bool = False,
         checkpoint_attention: bool = False,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__()
         if in_channels != out_channels:
@@ -331,6 +396,7 @@ class ESDNet(nn.Module):
             self.config.update(T=T, v_threshold=v_threshold, tau=tau)
         self.T = T
         self.checkpoint_blocks = bool(checkpoint_blocks)  # a training option, not architecture: not in config
+        self.channels_last = channels_last  # a runtime option, as checkpoint_blocks
         p = _Parts(T=T, v_threshold=v_threshold, tau=tau, spiking=self._spiking)
 
         def stack(c: int, n: int) -> nn.Sequential:
@@ -370,16 +436,22 @@ class ESDNet(nn.Module):
         if ph or pw:
             mode = "reflect" if H > ph and W > pw else "replicate"
             x = F.pad(img, (0, pw, 0, ph), mode=mode)
+        cl = channels_last_wanted(self.channels_last, x, self.training)
+        if cl:  # every op below keeps the layout (elementwise ops and empty_like follow their input)
+            x = x.contiguous(memory_format=torch.channels_last)
         x0 = repeat_time(self.patch_embed(x), self.T)  # [T,B,D,H,W], T identical views
         run = self._checkpointed if self.checkpoint_blocks and self.training and torch.is_grad_enabled() else _call
         e1 = run(self.encoder_level1, x0)
         e2 = run(self.encoder_level2, run(self.down1_2, e1))
         e3 = run(self.encoder_level3, run(self.down2_3, e2))
         d3 = run(self.decoder_level3, e3)
-        d2 = run(self.decoder_level2, run(self.reduce_chan_level2, torch.cat([run(self.up3_2, d3), e2], 2)))
-        d1 = run(self.decoder_level1, torch.cat([run(self.up2_1, d2), e1], 2))
-        out = self.output(self.refinement(d1.mean(0))) + x
-        return out[..., :H, :W]
+        d2 = run(self.decoder_level2, run(self.reduce_chan_level2, _cat_channels(run(self.up3_2, d3), e2)))
+        d1 = run(self.decoder_level1, _cat_channels(run(self.up2_1, d2), e1))
+        z = d1.mean(0)
+        if cl:  # a reduction over T returns the default layout
+            z = z.contiguous(memory_format=torch.channels_last)
+        out = self.output(self.refinement(z)) + x
+        return out[..., :H, :W].contiguous()
 
     @staticmethod
     def _checkpointed(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -411,6 +483,12 @@ def _call(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return m(x)
 
 
+def _cat_channels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``cat([a, b], 2)`` of ``[T, B, C, H, W]`` sequences, made on the ``[T*B, C, H, W]`` views:
+    a 4-d cat keeps a channels-last layout, a 5-d one does not."""
+    return torch.cat([a.flatten(0, 1), b.flatten(0, 1)], 1).unflatten(0, a.shape[:2])
+
+
 @contextmanager
 def _keep_bn_stats(m: nn.Module):
     """Undo the running-statistics update of a checkpoint's recomputed forward (the first
@@ -434,6 +512,7 @@ class ESDNetANN(ESDNet):
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, dim: int = 48,
                  en_num_blocks=(4, 4, 8), de_num_blocks=(2, 2, 2), checkpoint_blocks: bool = False,
-                 checkpoint_attention: bool = False) -> None:
+                 checkpoint_attention: bool = False, channels_last: bool | None = None) -> None:
         super().__init__(in_channels, out_channels, dim, en_num_blocks, de_num_blocks, T=1,
-                         checkpoint_blocks=checkpoint_blocks, checkpoint_attention=checkpoint_attention)
+                         checkpoint_blocks=checkpoint_blocks, checkpoint_attention=checkpoint_attention,
+                         channels_last=channels_last)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import SeqWrap, repeat_time
+from ..layers import SeqWrap, channels_last_wanted, repeat_time
 from ..neurons import make_neuron
 
 __all__ = ["SpikingDnCNN", "DnCNN", "QuantReLU", "init_from_ann", "quantise_error_threshold", "convert_ann",
@@ -40,6 +40,9 @@ class SpikingDnCNN(nn.Module):
         neuron_kwargs: passed to every neuron. The default is the trainable-quantisation IF of
             the SPIDEN group: soft reset, learnable per-layer threshold, threshold-scaled spikes.
         bn: BatchNorm after every hidden convolution (statistics over time and batch).
+        channels_last: keep the hidden activations channels-last in memory (faster
+            convolutions on CPU); ``None`` (default): for inference (eval mode) on CPU only.
+            Same results up to float rounding; the output has the usual contiguous layout.
 
     Shape: ``[B, C, H, W] -> [B, C, H, W]`` (any H, W: all convolutions keep the size).
     """
@@ -53,6 +56,7 @@ class SpikingDnCNN(nn.Module):
         neuron: str = "if",
         neuron_kwargs: dict | None = None,
         bn: bool = True,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__()
         if depth < 3:
@@ -60,6 +64,7 @@ class SpikingDnCNN(nn.Module):
         if T < 1:
             raise ValueError(f"T must be >= 1, got {T}")
         self.T = T
+        self.channels_last = channels_last  # a runtime option: not architecture
         kw = {"v_reset": None, "learn_threshold": True, "scale_output": True, "v_threshold": 1.0}
         kw.update(neuron_kwargs or {})
         self.head = _conv(in_channels, width, bias=True)
@@ -72,9 +77,15 @@ class SpikingDnCNN(nn.Module):
         self.tail = _conv(width, in_channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.head_neuron(repeat_time(self.head(x), self.T))
-        s = self.body(s)
-        return x - self.tail(s.mean(0))
+        h = self.head(x)
+        cl = channels_last_wanted(self.channels_last, x, self.training)
+        if cl:  # set on the head's output: a 1-channel image has no layout to follow
+            h = h.contiguous(memory_format=torch.channels_last)
+        s = self.body(self.head_neuron(repeat_time(h, self.T)))
+        z = s.mean(0)
+        if cl:  # a reduction over T returns the default layout
+            z = z.contiguous(memory_format=torch.channels_last)
+        return (x - self.tail(z)).contiguous()
 
 
 class QuantReLU(nn.Module):
@@ -108,11 +119,13 @@ class DnCNN(nn.Module):
     """The ANN twin of :class:`SpikingDnCNN`: the same layout with ReLU (Zhang et al., 2017).
 
     ``quant_T``: replace ReLU by :class:`QuantReLU` with ``T = quant_T`` (quantisation-aware
-    twin, the starting point for a spiking model with ``T = quant_T``)."""
+    twin, the starting point for a spiking model with ``T = quant_T``). ``channels_last`` as in
+    :class:`SpikingDnCNN`."""
 
     def __init__(self, in_channels: int = 1, depth: int = 17, width: int = 64, bn: bool = True,
-                 quant_T: int | None = None) -> None:
+                 quant_T: int | None = None, channels_last: bool | None = None) -> None:
         super().__init__()
+        self.channels_last = channels_last  # as SpikingDnCNN's
         if depth < 3:
             raise ValueError(f"depth must be >= 3, got {depth}")
 
@@ -128,7 +141,12 @@ class DnCNN(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x - self.net(x)
+        if not channels_last_wanted(self.channels_last, x, self.training):
+            return x - self.net(x)
+        h = self.net[0](x).contiguous(memory_format=torch.channels_last)  # as in SpikingDnCNN
+        for m in self.net[1:]:
+            h = m(h)
+        return (x - h).contiguous()
 
 
 def quantise_error_threshold(a: torch.Tensor, T: int, candidates: int = 64) -> float:
