@@ -170,7 +170,7 @@ def test_compiled_runtime_writes_the_same_images(tmp_path, tiny_models, capsys, 
 
     calls = []
     real = neurons._compiled_sequence
-    monkeypatch.setattr(neurons, "_compiled_sequence", lambda cfg: calls.append(cfg) or real(cfg))
+    monkeypatch.setattr(neurons, "_compiled_sequence", lambda cfg, x: calls.append(cfg) or real(cfg, x))
     src = tmp_path / "in"
     write_images(src, 1, rgb=False)
     outs = {}

@@ -634,7 +634,7 @@ def test_compiled_inference_gives_the_eager_spikes(make, monkeypatch):
 
     calls = []
     real = neurons._compiled_sequence
-    monkeypatch.setattr(neurons, "_compiled_sequence", lambda cfg: calls.append(cfg) or real(cfg))
+    monkeypatch.setattr(neurons, "_compiled_sequence", lambda cfg, x: calls.append(cfg) or real(cfg, x))
     neuron = make()
     x = torch.randn(5, 2, 3, 9, 7, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

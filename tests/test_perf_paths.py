@@ -332,21 +332,28 @@ def test_neuron_keeps_the_layout_of_an_input_repeated_over_time():
 
 @pytest.mark.parametrize("cls,kw", [(ESDNet, SMALL), (ESDNetANN, ANN_SMALL)])
 def test_compiled_attention_gives_the_eager_outputs(cls, kw, monkeypatch):
+    from torch._dynamo.utils import counters
+
     from spikeir.models import esdnet
     from spikeir.neurons import compiled_inference
 
     calls = []
     real = esdnet._compiled_block_output
-    monkeypatch.setattr(esdnet, "_compiled_block_output", lambda temporal: calls.append(temporal) or real(temporal))
+    monkeypatch.setattr(esdnet, "_compiled_block_output",
+                        lambda temporal, *a: calls.append(temporal) or real(temporal, *a))
+    monkeypatch.setattr(esdnet, "_COMPILED_BLOCK_OUTPUT", {})  # fresh kernels: this test sees them compile
     model = _perturbed(cls, **kw).eval()
     x = torch.rand(1, 3, 13, 10, dtype=torch.float64)
     with torch.no_grad():
         eager = model(x)
         assert calls == []
+        graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
         with compiled_inference():
             fused = model(x)
     n_blocks = sum(isinstance(m, esdnet.SRB) for m in model.modules())
-    assert calls == [cls is ESDNet] * n_blocks  # every block took the compiled path
+    assert calls == [cls is ESDNet] * n_blocks  # every block took the compiled path ...
+    assert counters["stats"]["unique_graphs"] > graphs  # ... which Dynamo compiled,
+    assert sum(counters["graph_break"].values()) == breaks  # whole, without falling back to eager
     torch.testing.assert_close(fused, eager, rtol=0, atol=1e-12)
     calls.clear()
     with compiled_inference():  # gradients needed: the autograd path, never the compiled one
@@ -372,3 +379,39 @@ def test_compiled_attention_failure_is_one_clear_line(monkeypatch):
         model(torch.rand(1, 3, 8, 8))
     assert str(e.value) == ("compiled inference: torch.compile failed on cpu (InductorError: no C++ compiler); "
                             "run without compiled_inference()")
+
+
+def test_compiled_inference_leaves_export_energy_and_hooks_alone():
+    """The fused attention stands in for MDA only as built: a replaced attention (ONNX export's),
+    hooks on it and the energy recorder all see the eager modules."""
+    from spikeir.energy import measure
+    from spikeir.export import export_module
+    from spikeir.neurons import compiled_inference
+
+    model = _perturbed(ESDNet, **SMALL).float().eval()
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        flat = export_module(model)
+        want = flat(x)
+        with compiled_inference():
+            torch.testing.assert_close(flat(x), want, rtol=0, atol=1e-5)
+        seen = []
+        hook = model.encoder_level1[0].attn.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+        with compiled_inference():
+            model(x)
+        hook.remove()
+    assert len(seen) == 1
+    plain = measure(model, x[0])
+    with compiled_inference():
+        inside = measure(model, x[0])
+    assert [r.name for r in inside.layers] == [r.name for r in plain.layers]
+    assert inside.energy() == plain.energy()
+
+
+def test_dncnn_takes_an_unbatched_image_as_before():
+    from spikeir.models.spiking_dncnn import DnCNN
+
+    m = DnCNN(depth=3, width=4, bn=False).eval()
+    x = torch.rand(1, 9, 8)
+    with torch.no_grad():
+        assert torch.allclose(m(x), m(x[None])[0], atol=1e-6)

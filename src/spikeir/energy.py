@@ -114,7 +114,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .io import atomic_output, write_json_atomic
-from .neurons import BaseNeuron
+from .neurons import BaseNeuron, compiled_inference
 
 __all__ = [
     "EnergyModel",
@@ -840,7 +840,8 @@ def profile(model: nn.Module, inputs: Sequence[torch.Tensor], energy_model: Ener
     model.eval()
     rec.attach(model)
     try:
-        with torch.no_grad(), rec:
+        # compiled kernels would hide the ops (and modules) they replace from the recorder
+        with torch.no_grad(), compiled_inference(False), rec:
             for x in inputs:
                 rec.mark(x)  # an event-camera input may be spikes; an image is real by its values
                 model(x)

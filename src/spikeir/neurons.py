@@ -67,6 +67,7 @@ __all__ = [
     "CompiledNeuronError",
     "compiled_inference_enabled",
     "compile_for_inference",
+    "input_signature",
     "SpikeStorage",
     "reference_loop",
     "NEURONS",
@@ -326,7 +327,7 @@ class BaseNeuron(nn.Module):
                 torch.is_grad_enabled() and (x.requires_grad or th.requires_grad or k.requires_grad)):
             cfg = self._cfg()
             vr = torch.tensor(0.0 if cfg.v_reset is None else cfg.v_reset, dtype=x.dtype, device=x.device)
-            out = _compiled_sequence(cfg)(x, th, k, vr)
+            out = _compiled_sequence(cfg, x)(x, th, k, vr)
         else:
             out = _MultiStep.apply(x, th, k, self._cfg())
         store = _spike_store()
@@ -471,17 +472,26 @@ def _sequence(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, vr: torch.Tens
     return torch.stack(outs)
 
 
-def _compiled_sequence(cfg: _Cfg):
-    """The compiled recurrence for ``cfg``'s graph structure, ``fn(x, th, k, vr)``: configs that
-    differ only in the reset value share one (``vr`` is an input)."""
-    key = (cfg.lif, cfg.decay_input, cfg.v_reset is None, cfg.scale_output, cfg.half_init)
+def input_signature(x: torch.Tensor) -> tuple:
+    """What makes Dynamo specialise a compiled kernel beyond symbolic sizes: rank, dtype,
+    device, a time-repeated input (stride 0 on ``T``), a batch of one (sizes 0 and 1 are
+    specialised). Kernels keyed by it get a code object, hence a recompile budget, each."""
+    return (x.dim(), x.dtype, x.device.type, x.dim() > 1 and x.stride(0) == 0, x.dim() > 1 and x.shape[1] == 1)
+
+
+def _compiled_sequence(cfg: _Cfg, x: torch.Tensor):
+    """The compiled recurrence for ``cfg``'s graph structure and ``x``'s :func:`input_signature`,
+    ``fn(x, th, k, vr)``: configs that differ only in the reset value share one (``vr`` is an
+    input)."""
+    key = (cfg.lif, cfg.decay_input, cfg.v_reset is None, cfg.scale_output, cfg.half_init, *input_signature(x))
     fn = _COMPILED.get(key)
     if fn is None:
         def run(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, vr: torch.Tensor) -> torch.Tensor:
             return _sequence(x, th, k, vr, cfg)
 
         # Dynamo keeps its compiled variants, and its recompile limit, per code object: one code
-        # object per neuron kind, so that several kinds do not share (and exhaust) one budget
+        # object per neuron kind and input signature, so that they do not share (and exhaust) one
+        # budget on a run of mixed shapes
         run.__code__ = run.__code__.replace(co_name=f"neuron_sequence_{len(_COMPILED)}")
         fn = _COMPILED[key] = compile_for_inference(run)
     return fn
@@ -519,14 +529,16 @@ def compiled_inference(enabled: bool = True) -> Iterator[None]:
     """Within this context, neurons that need no gradient run a ``torch.compile``-d version of
     their forward recurrence (one fused pass per step instead of several; 3-9x faster on CPU
     for the neuron alone), and so do models' own inference kernels that check
-    :func:`compiled_inference_enabled` (ESDNet's attention: four passes over memory instead of
-    about twelve). The first call per neuron kind and device compiles (seconds; needs a
-    C++ compiler on CPU, Triton on CUDA). Spikes equal the eager path's except where a membrane
-    lies within float rounding of the threshold (the fused kernel may round ``H`` differently).
-    Training (inputs that need gradients) and half-precision inputs (which a fused kernel would
-    keep in float32 between steps) always take the eager path. Each new sequence length, rank,
-    dtype or device recompiles (each neuron kind has its own budget); past Dynamo's recompile
-    limit it silently runs eager (same results, no speed-up)."""
+    :func:`compiled_inference_enabled` (ESDNet's attention and block residual: a few fused
+    passes over memory instead of about thirteen). The first call per neuron kind and input
+    signature compiles (seconds; needs a C++ compiler on CPU, Triton on CUDA). Spikes equal the
+    eager path's except where a membrane lies within float rounding of the threshold (the fused
+    kernel may round ``H`` differently). Training (inputs that need gradients) and
+    half-precision inputs (which a fused kernel would keep in float32 between steps) always
+    take the eager path. New shapes may recompile (sizes are symbolic, but Dynamo specialises
+    some, e.g. equal height and width); each kernel kind and :func:`input_signature` has its own
+    budget, and past Dynamo's recompile limit a kernel silently runs eager (same results, no
+    speed-up)."""
     prev = getattr(_local, "compiled", False)
     _local.compiled = bool(enabled)
     try:

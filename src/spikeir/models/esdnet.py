@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import TdBatchNorm2d, channels_last_wanted, fold_conv_bn, repeat_time
-from ..neurons import LIF, BaseNeuron, compile_for_inference, compiled_inference_enabled
+from ..neurons import LIF, BaseNeuron, compile_for_inference, compiled_inference_enabled, input_signature
 
 __all__ = ["ESDNet", "ESDNetANN", "SRB", "MDA", "FRB", "TdBatchNorm2d"]
 
@@ -214,17 +215,20 @@ def _block_output(r: torch.Tensor, s: torch.Tensor, x: torch.Tensor, ta1: torch.
     return F.relu(u) + x
 
 
-_COMPILED_BLOCK_OUTPUT: dict[bool, object] = {}
+_COMPILED_BLOCK_OUTPUT: dict[tuple, Callable[..., torch.Tensor]] = {}
 
 
-def _compiled_block_output(temporal: bool):
-    fn = _COMPILED_BLOCK_OUTPUT.get(temporal)
+def _compiled_block_output(temporal: bool, r: torch.Tensor, s: torch.Tensor, x: torch.Tensor, hidden: int):
+    """The compiled :func:`_block_output`, one code object (one recompile budget) per attention
+    kind, input signatures, and channel-MLP width of 1 or more (Dynamo specialises size 1)."""
+    key = (temporal, hidden == 1, *(input_signature(t) for t in (r, s, x)))
+    fn = _COMPILED_BLOCK_OUTPUT.get(key)
     if fn is None:
         def run(*args: torch.Tensor | None) -> torch.Tensor:
             return _block_output(*args)
 
-        run.__code__ = run.__code__.replace(co_name=f"esdnet_block_output_{int(temporal)}")  # own recompile budget
-        fn = _COMPILED_BLOCK_OUTPUT[temporal] = compile_for_inference(run)
+        run.__code__ = run.__code__.replace(co_name=f"esdnet_block_output_{len(_COMPILED_BLOCK_OUTPUT)}")
+        fn = _COMPILED_BLOCK_OUTPUT[key] = compile_for_inference(run)
     return fn
 
 
@@ -263,13 +267,17 @@ class SRB(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r, s = self.residual(x), self.shortcut(x)
-        if (compiled_inference_enabled() and x.dtype in (torch.float32, torch.float64)
+        a = self.attn
+        # the fused kernel stands in for the attention: only for an MDA as built (no replacement
+        # module, e.g. ONNX export's, and no hooks to skip, e.g. energy or rate recorders)
+        if (compiled_inference_enabled() and x.dtype in (torch.float32, torch.float64) and type(a) is MDA
+                and not any(m._forward_hooks or m._forward_pre_hooks for m in a.modules())
                 and not (torch.is_grad_enabled() and (r.requires_grad or s.requires_grad or x.requires_grad
-                                                      or any(p.requires_grad for p in self.attn.parameters())))):
-            a = self.attn
+                                                      or any(p.requires_grad for p in a.parameters())))):
             w = [None, None] if a.ta is None else [m.weight.flatten(1) for m in a.ta.sharedMLP[::2]]
             w += [m.weight.flatten(1) for m in a.ca.sharedMLP[::2]]
-            return _compiled_block_output(a.ta is not None)(r, s, x, *w, a.sa.conv.weight)
+            fn = _compiled_block_output(a.ta is not None, r, s, x, w[2].shape[0])
+            return fn(r, s, x, *w, a.sa.conv.weight)
         u = r + s
         if self.checkpoint_attention and self.training and torch.is_grad_enabled():
             # the attention is cheap elementwise work but keeps three block-sized tensors
@@ -436,7 +444,7 @@ class ESDNet(nn.Module):
         if ph or pw:
             mode = "reflect" if H > ph and W > pw else "replicate"
             x = F.pad(img, (0, pw, 0, ph), mode=mode)
-        cl = channels_last_wanted(self.channels_last, x, self.training)
+        cl = x.dim() == 4 and channels_last_wanted(self.channels_last, x, self.training)
         if cl:  # every op below keeps the layout (elementwise ops and empty_like follow their input)
             x = x.contiguous(memory_format=torch.channels_last)
         x0 = repeat_time(self.patch_embed(x), self.T)  # [T,B,D,H,W], T identical views

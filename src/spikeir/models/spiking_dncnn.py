@@ -78,7 +78,7 @@ class SpikingDnCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)
-        cl = channels_last_wanted(self.channels_last, x, self.training)
+        cl = h.dim() == 4 and channels_last_wanted(self.channels_last, x, self.training)
         if cl:  # set on the head's output: a 1-channel image has no layout to follow
             h = h.contiguous(memory_format=torch.channels_last)
         s = self.body(self.head_neuron(repeat_time(h, self.T)))
@@ -141,7 +141,7 @@ class DnCNN(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not channels_last_wanted(self.channels_last, x, self.training):
+        if x.dim() != 4 or not channels_last_wanted(self.channels_last, x, self.training):
             return x - self.net(x)
         h = self.net[0](x).contiguous(memory_format=torch.channels_last)  # as in SpikingDnCNN
         for m in self.net[1:]:
