@@ -185,6 +185,29 @@ def test_compiled_runtime_writes_the_same_images(tmp_path, tiny_models, capsys, 
     assert lines[0].split("firing rate")[1] == lines[1].split("firing rate")[1]  # rates are counted alike
 
 
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_derain_takes_the_fused_attention(tmp_path, capsys, monkeypatch):
+    from spikeir.models import esdnet
+
+    calls = []
+    real = esdnet._compiled_block_output
+    monkeypatch.setattr(esdnet, "_compiled_block_output", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    cfg = {**PRESETS["esdnet-small"], "dim": 4}
+    model = tmp_path / "esdnet.safetensors"
+    save_model(model, build_model(cfg).eval(), cfg, task="derain")
+    src = tmp_path / "in"
+    write_images(src, 1, rgb=True)
+    outs = {}
+    for runtime in ("torch", "compiled"):
+        assert main(["derain", str(src), "-o", str(tmp_path / runtime), "--model", str(model), "--device", "cpu",
+                     "--runtime", runtime]) == 0
+        outs[runtime] = read_image(tmp_path / runtime / "img00.png").astype(int)
+    assert calls  # every block of the compiled run, none of the other
+    assert np.abs(outs["torch"] - outs["compiled"]).max() <= 1  # float rounding, at most one grey level
+
+
 def test_compiled_runtime_failure_is_one_line(tmp_path, tiny_models, capsys, monkeypatch):
     import spikeir.neurons as neurons
 
