@@ -216,7 +216,7 @@ def test_compiled_runtime_failure_is_one_line(tmp_path, tiny_models, capsys, mon
             raise OSError("no C++ compiler found")
         return fn
 
-    monkeypatch.setattr(neurons, "_COMPILED", {})
+    monkeypatch.setattr(neurons, "_KERNELS", {})
     monkeypatch.setattr(torch, "compile", broken)
     src = tmp_path / "in"
     write_images(src, 1, rgb=False)

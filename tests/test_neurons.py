@@ -668,7 +668,7 @@ def test_compiled_inference_failure_is_one_clear_line(monkeypatch):
             raise OSError("cannot find a C++ compiler\nlong traceback text")
         return fn
 
-    monkeypatch.setattr(neurons, "_COMPILED", {})  # no kernel compiled by another test
+    monkeypatch.setattr(neurons, "_KERNELS", {})  # no kernel compiled by another test
     monkeypatch.setattr(torch, "compile", broken)
     with torch.no_grad(), compiled_inference(), pytest.raises(neurons.CompiledNeuronError) as e:
         IF()(torch.rand(2, 1, 3))

@@ -334,6 +334,7 @@ def test_neuron_keeps_the_layout_of_an_input_repeated_over_time():
 def test_compiled_attention_gives_the_eager_outputs(cls, kw, monkeypatch):
     from torch._dynamo.utils import counters
 
+    from spikeir import neurons
     from spikeir.models import esdnet
     from spikeir.neurons import compiled_inference
 
@@ -341,7 +342,7 @@ def test_compiled_attention_gives_the_eager_outputs(cls, kw, monkeypatch):
     real = esdnet._compiled_block_output
     monkeypatch.setattr(esdnet, "_compiled_block_output",
                         lambda temporal, *a: calls.append(temporal) or real(temporal, *a))
-    monkeypatch.setattr(esdnet, "_COMPILED_BLOCK_OUTPUT", {})  # fresh kernels: this test sees them compile
+    monkeypatch.setattr(neurons, "_KERNELS", {})  # fresh kernels: this test sees them compile
     model = _perturbed(cls, **kw).eval()
     x = torch.rand(1, 3, 13, 10, dtype=torch.float64)
     with torch.no_grad():
@@ -364,15 +365,13 @@ def test_compiled_attention_gives_the_eager_outputs(cls, kw, monkeypatch):
 
 def test_compiled_attention_failure_is_one_clear_line(monkeypatch):
     from spikeir import neurons
-    from spikeir.models import esdnet
 
     def broken(*args, **kwargs):
         def fn(*a):
             raise RuntimeError("InductorError: no C++ compiler\nmore")
         return fn
 
-    monkeypatch.setattr(esdnet, "_COMPILED_BLOCK_OUTPUT", {})
-    monkeypatch.setattr(neurons, "_COMPILED", {})
+    monkeypatch.setattr(neurons, "_KERNELS", {})
     monkeypatch.setattr(torch, "compile", broken)
     model = ESDNetANN(**ANN_SMALL).eval()  # no neurons: the attention's compile is the one that fails
     with torch.no_grad(), neurons.compiled_inference(), pytest.raises(neurons.CompiledNeuronError) as e:

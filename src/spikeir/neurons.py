@@ -66,7 +66,8 @@ __all__ = [
     "compiled_inference",
     "CompiledNeuronError",
     "compiled_inference_enabled",
-    "compile_for_inference",
+    "compiled_kernel",
+    "compiled_kernel_applies",
     "input_signature",
     "SpikeStorage",
     "reference_loop",
@@ -323,8 +324,7 @@ class BaseNeuron(nn.Module):
                 f"has {x.shape[2]} channels (shape {tuple(x.shape)})"
             )
         k = self.decay().to(device=x.device, dtype=x.dtype)
-        if compiled_inference_enabled() and x.dtype in (torch.float32, torch.float64) and not (
-                torch.is_grad_enabled() and (x.requires_grad or th.requires_grad or k.requires_grad)):
+        if compiled_kernel_applies(x, th, k):
             cfg = self._cfg()
             vr = torch.tensor(0.0 if cfg.v_reset is None else cfg.v_reset, dtype=x.dtype, device=x.device)
             out = _compiled_sequence(cfg, x)(x, th, k, vr)
@@ -444,7 +444,7 @@ def reference_loop(neuron: BaseNeuron, x: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- compiled inference
 
-_COMPILED: dict[tuple, object] = {}
+_KERNELS: dict[tuple, Callable[..., torch.Tensor]] = {}
 
 
 class CompiledNeuronError(RuntimeError):
@@ -479,33 +479,34 @@ def input_signature(x: torch.Tensor) -> tuple:
     return (x.dim(), x.dtype, x.device.type, x.dim() > 1 and x.stride(0) == 0, x.dim() > 1 and x.shape[1] == 1)
 
 
-def _compiled_sequence(cfg: _Cfg, x: torch.Tensor):
+def _compiled_sequence(cfg: _Cfg, x: torch.Tensor) -> Callable[..., torch.Tensor]:
     """The compiled recurrence for ``cfg``'s graph structure and ``x``'s :func:`input_signature`,
     ``fn(x, th, k, vr)``: configs that differ only in the reset value share one (``vr`` is an
     input)."""
     key = (cfg.lif, cfg.decay_input, cfg.v_reset is None, cfg.scale_output, cfg.half_init, *input_signature(x))
-    fn = _COMPILED.get(key)
-    if fn is None:
-        def run(x: torch.Tensor, th: torch.Tensor, k: torch.Tensor, vr: torch.Tensor) -> torch.Tensor:
-            return _sequence(x, th, k, vr, cfg)
-
-        # Dynamo keeps its compiled variants, and its recompile limit, per code object: one code
-        # object per neuron kind and input signature, so that they do not share (and exhaust) one
-        # budget on a run of mixed shapes
-        run.__code__ = run.__code__.replace(co_name=f"neuron_sequence_{len(_COMPILED)}")
-        fn = _COMPILED[key] = compile_for_inference(run)
-    return fn
+    return compiled_kernel("neuron_sequence", key, lambda x, th, k, vr: _sequence(x, th, k, vr, cfg))
 
 
-def compile_for_inference(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """``torch.compile(fn, dynamic=True)``, whose failures (no C++ compiler, no Triton, ...)
-    raise :class:`CompiledNeuronError` with a one-line message and the cause chained. For the
-    inference kernels that :func:`compiled_inference` switches on; ``fn``'s first tensor
-    argument names the device in the message. Give each ``fn`` its own code object: Dynamo
-    keeps compiled variants, and its recompile limit, per code object."""
-    compiled = torch.compile(fn, dynamic=True)
+def compiled_kernel(name: str, key: tuple, fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``torch.compile(fn, dynamic=True)``, built once per ``(name, key)`` and cached.
 
-    def run(*args: torch.Tensor) -> torch.Tensor:
+    Each entry gets its own code object: Dynamo keeps compiled variants, and its recompile limit,
+    per code object, so kernels keyed apart (kinds, :func:`input_signature`) do not share and
+    exhaust one budget on a run of mixed shapes. A failure to compile (no C++ compiler, no
+    Triton, ...) raises :class:`CompiledNeuronError` with a one-line message naming the device of
+    the first argument, the cause chained. For the inference kernels that
+    :func:`compiled_inference` switches on (see :func:`compiled_kernel_applies`)."""
+    cached = _KERNELS.get((name, *key))
+    if cached is not None:
+        return cached
+
+    def kernel(*args: torch.Tensor | None) -> torch.Tensor:
+        return fn(*args)
+
+    kernel.__code__ = kernel.__code__.replace(co_name=f"{name}_{len(_KERNELS)}")
+    compiled = torch.compile(kernel, dynamic=True)
+
+    def run(*args: torch.Tensor | None) -> torch.Tensor:
         try:
             return compiled(*args)
         except torch.OutOfMemoryError:
@@ -515,7 +516,17 @@ def compile_for_inference(fn: Callable[..., torch.Tensor]) -> Callable[..., torc
             raise CompiledNeuronError(f"compiled inference: torch.compile failed on {args[0].device.type} ({msg}); "
                                       "run without compiled_inference()") from e
 
+    _KERNELS[(name, *key)] = run
     return run
+
+
+def compiled_kernel_applies(x: torch.Tensor, *others: torch.Tensor) -> bool:
+    """Whether an inference kernel from :func:`compiled_kernel` may replace the eager code for
+    input ``x``: inside :func:`compiled_inference`, ``x`` in float32 or float64 (a fused kernel
+    would keep half precision in float32 between ops), and no gradient needed for ``x`` or any
+    of ``others`` (its other inputs and parameters)."""
+    return compiled_inference_enabled() and x.dtype in (torch.float32, torch.float64) and not (
+        torch.is_grad_enabled() and any(t.requires_grad for t in (x, *others)))
 
 
 def compiled_inference_enabled() -> bool:

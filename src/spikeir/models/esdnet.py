@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import TdBatchNorm2d, channels_last_wanted, fold_conv_bn, repeat_time
-from ..neurons import LIF, BaseNeuron, compile_for_inference, compiled_inference_enabled, input_signature
+from ..neurons import LIF, BaseNeuron, compiled_kernel, compiled_kernel_applies, input_signature
 
 __all__ = ["ESDNet", "ESDNetANN", "SRB", "MDA", "FRB", "TdBatchNorm2d"]
 
@@ -215,21 +215,12 @@ def _block_output(r: torch.Tensor, s: torch.Tensor, x: torch.Tensor, ta1: torch.
     return F.relu(u) + x
 
 
-_COMPILED_BLOCK_OUTPUT: dict[tuple, Callable[..., torch.Tensor]] = {}
-
-
-def _compiled_block_output(temporal: bool, r: torch.Tensor, s: torch.Tensor, x: torch.Tensor, hidden: int):
-    """The compiled :func:`_block_output`, one code object (one recompile budget) per attention
-    kind, input signatures, and channel-MLP width of 1 or more (Dynamo specialises size 1)."""
+def _compiled_block_output(temporal: bool, r: torch.Tensor, s: torch.Tensor, x: torch.Tensor,
+                           hidden: int) -> Callable[..., torch.Tensor]:
+    """The compiled :func:`_block_output`, one kernel per attention kind, input signatures, and
+    channel-MLP width of 1 or more (Dynamo specialises size 1)."""
     key = (temporal, hidden == 1, *(input_signature(t) for t in (r, s, x)))
-    fn = _COMPILED_BLOCK_OUTPUT.get(key)
-    if fn is None:
-        def run(*args: torch.Tensor | None) -> torch.Tensor:
-            return _block_output(*args)
-
-        run.__code__ = run.__code__.replace(co_name=f"esdnet_block_output_{len(_COMPILED_BLOCK_OUTPUT)}")
-        fn = _COMPILED_BLOCK_OUTPUT[key] = compile_for_inference(run)
-    return fn
+    return compiled_kernel("esdnet_block_output", key, _block_output)
 
 
 class SRB(nn.Module):
@@ -270,10 +261,8 @@ class SRB(nn.Module):
         a = self.attn
         # the fused kernel stands in for the attention: only for an MDA as built (no replacement
         # module, e.g. ONNX export's, and no hooks to skip, e.g. energy or rate recorders)
-        if (compiled_inference_enabled() and x.dtype in (torch.float32, torch.float64) and type(a) is MDA
-                and not any(m._forward_hooks or m._forward_pre_hooks for m in a.modules())
-                and not (torch.is_grad_enabled() and (r.requires_grad or s.requires_grad or x.requires_grad
-                                                      or any(p.requires_grad for p in a.parameters())))):
+        if (type(a) is MDA and not any(m._forward_hooks or m._forward_pre_hooks for m in a.modules())
+                and compiled_kernel_applies(x, r, s, *a.parameters())):
             w = [None, None] if a.ta is None else [m.weight.flatten(1) for m in a.ta.sharedMLP[::2]]
             w += [m.weight.flatten(1) for m in a.ca.sharedMLP[::2]]
             fn = _compiled_block_output(a.ta is not None, r, s, x, w[2].shape[0])
