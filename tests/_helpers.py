@@ -49,3 +49,19 @@ def tiny_train_cfg(tmp_path: Path, model: dict | None = None, **train_kw) -> dic
     cfg["train"].update({"steps": 6, "log_every": 2, "val_every": 3, "ckpt_every": 2, "threads": None, **train_kw})
     cfg["sched"]["warmup"] = 2
     return cfg
+
+
+def break_torch_compile(monkeypatch, error: Exception) -> None:
+    """Make every kernel ``torch.compile`` builds from now on raise ``error`` when called (a
+    machine without a C++ compiler or Triton), with no kernel cached from another test."""
+    import torch
+
+    from spikeir import neurons
+
+    def broken(*args, **kwargs):
+        def fn(*a):
+            raise error
+        return fn
+
+    monkeypatch.setattr(neurons, "_KERNELS", {})
+    monkeypatch.setattr(torch, "compile", broken)

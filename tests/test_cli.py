@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from _helpers import TINY_ANN, TINY_SNN, write_images
+from _helpers import TINY_ANN, TINY_SNN, break_torch_compile, write_images
 from spikeir.cli import main
 from spikeir.data import add_test_noise, read_image
 from spikeir.io import save_model
@@ -209,15 +209,8 @@ def test_compiled_derain_takes_the_fused_attention(tmp_path, capsys, monkeypatch
 
 
 def test_compiled_runtime_failure_is_one_line(tmp_path, tiny_models, capsys, monkeypatch):
-    import spikeir.neurons as neurons
 
-    def broken(*args, **kwargs):
-        def fn(*a):
-            raise OSError("no C++ compiler found")
-        return fn
-
-    monkeypatch.setattr(neurons, "_KERNELS", {})
-    monkeypatch.setattr(torch, "compile", broken)
+    break_torch_compile(monkeypatch, OSError("no C++ compiler found"))
     src = tmp_path / "in"
     write_images(src, 1, rgb=False)
     assert main(["denoise", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_models["snn"]),

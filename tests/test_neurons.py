@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from _helpers import break_torch_compile
 from spikeir.neurons import (
     IF,
     LIF,
@@ -663,13 +664,7 @@ def test_compiled_inference_leaves_training_on_the_autograd_path():
 def test_compiled_inference_failure_is_one_clear_line(monkeypatch):
     import spikeir.neurons as neurons
 
-    def broken(*args, **kwargs):
-        def fn(*a):
-            raise OSError("cannot find a C++ compiler\nlong traceback text")
-        return fn
-
-    monkeypatch.setattr(neurons, "_KERNELS", {})  # no kernel compiled by another test
-    monkeypatch.setattr(torch, "compile", broken)
+    break_torch_compile(monkeypatch, OSError("cannot find a C++ compiler\nlong traceback text"))
     with torch.no_grad(), compiled_inference(), pytest.raises(neurons.CompiledNeuronError) as e:
         IF()(torch.rand(2, 1, 3))
     assert str(e.value) == ("compiled inference: torch.compile failed on cpu (cannot find a C++ compiler); "

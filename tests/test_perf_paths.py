@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 
+from _helpers import break_torch_compile
 from spikeir.models import PRESETS, build_model
 from spikeir.models.esdnet import ESDNet, ESDNetANN
 
@@ -366,13 +367,7 @@ def test_compiled_attention_gives_the_eager_outputs(cls, kw, monkeypatch):
 def test_compiled_attention_failure_is_one_clear_line(monkeypatch):
     from spikeir import neurons
 
-    def broken(*args, **kwargs):
-        def fn(*a):
-            raise RuntimeError("InductorError: no C++ compiler\nmore")
-        return fn
-
-    monkeypatch.setattr(neurons, "_KERNELS", {})
-    monkeypatch.setattr(torch, "compile", broken)
+    break_torch_compile(monkeypatch, RuntimeError("InductorError: no C++ compiler\nmore"))
     model = ESDNetANN(**ANN_SMALL).eval()  # no neurons: the attention's compile is the one that fails
     with torch.no_grad(), neurons.compiled_inference(), pytest.raises(neurons.CompiledNeuronError) as e:
         model(torch.rand(1, 3, 8, 8))
