@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import command_line, machine_info, mean_std, train_or_reuse, write_json  # noqa: E402
-from spikeir.config import load_config  # noqa: E402
+from spikeir.config import apply_overrides, load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
 from spikeir.distill import HINT_NORMS, SCHEDULES  # noqa: E402
 from spikeir.energy import count_parameters, measure  # noqa: E402
@@ -55,7 +55,10 @@ def student_config(args: argparse.Namespace, seed: int, distill: bool) -> dict:
                            "output_weight": args.output_weight if distill else 0.0})
     if distill and args.hint_weight == 0 and args.output_weight > 0:  # output distillation alone: no adapters
         cfg["distill"]["hints"] = {}
-    return cfg
+    try:  # both arms get the same overrides, so they stay one recipe apart only in the teacher signal
+        return apply_overrides(cfg, args.set)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def hint_pairs(args: argparse.Namespace) -> dict:
@@ -140,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train-only", action="store_true",
                     help="train the chosen arms and seeds and stop (to run arms in parallel processes; "
                          "a later call with --reuse writes the summary)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe key in both arms (dotted, as spikeir train --set), "
+                         "e.g. model.bn=false")
     ap.add_argument("--val-every", type=int, default=50)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--threads", type=int, default=2)

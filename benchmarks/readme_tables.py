@@ -63,15 +63,25 @@ def _pm(s: dict) -> str:
     return f"{s['mean']:.2f}" + (f" +- {s['std']:.2f}" if s.get("std") is not None else "")
 
 
+def student_options(s: dict) -> str:
+    """The spiking DnCNN student's settings beyond the recipe's (BatchNorm, membranes from V_th/2), in words."""
+    out = []
+    if s.get("bn") is False:
+        out.append("no BatchNorm")
+    if "neuron_kwargs" in s and "v_init" not in (s["neuron_kwargs"] or {}):
+        out.append("membranes from 0")
+    return "".join(f", {o}" for o in out)
+
+
 def distill_table(file: str = "distill.json") -> str:
     d = json.loads((RESULTS / file).read_text())
     p, e, h = d["params"], d["energy_45nm_j"], d["distill"]
     st = d.get("final_psnr_stats") or {}
     s = d["student"]
     student = (f"{s['preset']}, T={s['T']}" if "preset" in s else
-               f"{s['name']} depth {s['depth']}, width {s['width']}, T={s['T']}")
+               f"{s['name']} depth {s['depth']}, width {s['width']}, T={s['T']}{student_options(s)}")
     hints = ("; hints (teacher -> student) " + ", ".join(f"{t} -> {u}" for t, u in h["hints"].items())
-             if "preset" in s and h.get("hints") else "")
+             if ("preset" in s or "--hints" in d["command"]) and h.get("hints") else "")
     lines = [f"`{d['command']}`: student {student} ({p['student']:,} parameters); teacher {d['teacher']} "
              f"({p['teacher']:,} parameters, validation {d['teacher_val_psnr']:.2f} dB); hint weight "
              f"{h['hint_weight']:g} ({h.get('hint_norm') or 'none'} MSE, {h['hint_schedule']} decay){hints}; "
@@ -226,6 +236,7 @@ def claims_table() -> str:
 TABLES = {"denoise": denoise_table, "derain": derain_table, "convert": convert_table, "distill": distill_table,
           "distill_unet": lambda: distill_table("distill_unet.json"),
           "distill_unet_3k": lambda: distill_table("distill_unet_3k.json"),
+          "distill_silent": lambda: distill_table("distill_silent.json"),
           "tradeoff": tradeoff_table, "neurons": neurons_table, "esdnet_bench": esdnet_bench_table,
           "claims": claims_table}
 

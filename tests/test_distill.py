@@ -362,3 +362,25 @@ def test_distill_experiment_takes_a_student_preset_and_named_hints(tmp_path, mon
     monkeypatch.setattr(sys, "argv", ["distill_experiment.py", *argv])
     with pytest.raises(SystemExit, match="different recipe.*data.train"):
         de.main()
+
+
+def test_distill_experiment_set_overrides_reach_both_arms():
+    """--set KEY=VALUE changes the recipe of both arms alike (here a student without BatchNorm whose
+    neurons start at 0), so the arms still differ only in the teacher signal; a bad --set is one line."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import distill_experiment as de
+
+    args = de.build_parser().parse_args(["--hints", "net.1:head_neuron", "--set", "model.bn=false",
+                                         "--set", "model.neuron_kwargs={}"])
+    arms = [de.student_config(args, 1, d) for d in (True, False)]
+    for cfg in arms:
+        assert cfg["model"]["bn"] is False and cfg["model"]["neuron_kwargs"] == {}
+        assert cfg["model"]["width"] == 16 and cfg["train"]["seed"] == 1  # the script's own settings kept
+    assert arms[0]["distill"]["hint_weight"] == 0.01 and arms[1]["distill"]["hint_weight"] == 0.0
+    without = de.student_config(de.build_parser().parse_args(["--hints", "net.1:head_neuron"]), 1, True)
+    assert without["model"].get("bn", True) is True and without["model"]["neuron_kwargs"] == {"v_init": "half"}
+    with pytest.raises(SystemExit, match="key=value"):
+        de.student_config(de.build_parser().parse_args(["--set", "model.bn"]), 1, True)
