@@ -81,7 +81,7 @@ def distill_table(file: str = "distill.json") -> str:
     student = (f"{s['preset']}, T={s['T']}" if "preset" in s else
                f"{s['name']} depth {s['depth']}, width {s['width']}, T={s['T']}{student_options(s)}")
     hints = ("; hints (teacher -> student) " + ", ".join(f"{t} -> {u}" for t, u in h["hints"].items())
-             if ("preset" in s or "--hints" in d["command"]) and h.get("hints") else "")
+             if ("preset" in s or "--hints" in d.get("command", "")) and h.get("hints") else "")
     lines = [f"`{d['command']}`: student {student} ({p['student']:,} parameters); teacher {d['teacher']} "
              f"({p['teacher']:,} parameters, validation {d['teacher_val_psnr']:.2f} dB); hint weight "
              f"{h['hint_weight']:g} ({h.get('hint_norm') or 'none'} MSE, {h['hint_schedule']} decay){hints}; "
@@ -237,6 +237,7 @@ TABLES = {"denoise": denoise_table, "derain": derain_table, "convert": convert_t
           "distill_unet": lambda: distill_table("distill_unet.json"),
           "distill_unet_3k": lambda: distill_table("distill_unet_3k.json"),
           "distill_silent": lambda: distill_table("distill_silent.json"),
+          "distill_nobn": lambda: distill_table("distill_nobn.json"),
           "tradeoff": tradeoff_table, "neurons": neurons_table, "esdnet_bench": esdnet_bench_table,
           "claims": claims_table}
 

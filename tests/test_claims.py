@@ -261,6 +261,27 @@ def test_a_first_validation_lead_counts_only_on_every_seed(seed_leads, verdict):
     assert "per seed " + ", ".join(f"{x:+.2f}" for x in seed_leads) in out["measured"]
 
 
+@pytest.mark.parametrize("base_rise,verdict", [(0.0, "partly"), (0.05, "partly"), (0.3, "not reproduced")])
+def test_a_baseline_that_never_trains_is_said_so(base_rise, verdict):
+    """A baseline flat at its first validation (within 0.1 dB) while the hinted arm ends far above it:
+    'partly', with that reason; one that trained (here +0.3 dB) but ends below the hinted arm, which
+    reached its final PSNR no sooner, is judged by the speed rule alone."""
+    flat = 20.77
+    base = [[50, flat], [100, flat + base_rise], [150, flat + base_rise]]
+    dist = [[50, flat - 0.1], [100, flat - 0.05], [150, 25.0]]
+    d = {"steps_to_target": {"baseline": 100 if base_rise else 50, "distill": 150}, "target_psnr": base[-1][1],
+         "steps": 150, "curves": {"baseline": base, "distill": dist},
+         "curves_per_seed": {"baseline": {"1": base}, "distill": {"1": dist}},
+         "final_psnr": {"baseline": base[-1][1], "distill": 25.0},
+         "student": {"name": "spiking_dncnn", "depth": 10, "width": 16, "T": 4, "bn": False, "neuron_kwargs": {}},
+         "params": {"student": 1, "teacher": 4}, "teacher": "t", "distill": {"hint_weight": 0.01, "hints": {"a": "b"}},
+         "command": "python benchmarks/distill_experiment.py --hints a:b", "seeds": [1], "machine": {}}
+    out = claims.check_distill_convergence({"distill": d})
+    assert out["verdict"] == verdict
+    assert ("never leaves its start" in out["reason"]) == (verdict == "partly")
+    assert "no BatchNorm, membranes from 0" in out["setting"] and "1 named hint" in out["setting"]
+
+
 @pytest.mark.parametrize("readme", ["README.md", "benchmarks/README.md"])
 def test_readme_tables_match_the_result_files(readme):
     import readme_tables
