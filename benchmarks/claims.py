@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from readme_tables import student_options
+from readme_tables import named_hints, student_options
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -402,7 +402,7 @@ def _hints_text(d: dict) -> str:
     hints = d["distill"].get("hints") or {}
     if "preset" in d["student"]:
         return "decoder hints " + ", ".join(f"{t}->{s}" for t, s in hints.items())
-    return f"{len(hints)} named hint{'s' * (len(hints) != 1)}" if "--hints" in d.get("command", "") else ""
+    return f"{len(hints)} named hint{'s' * (len(hints) != 1)}" if named_hints(d) else ""
 
 
 def check_distill_convergence(ev: dict, key: str = "distill") -> dict:
@@ -466,8 +466,8 @@ def check_distill_student(ev: dict, key: str = "distill") -> dict:
 STUCK_DB = 0.1  # a mean curve that never gains this much over its first validation did not train
 DISTILL_CONVERGENCE_RULE = ("distilled arm (mean over seeds) reaches the baseline's final PSNR first and ends at "
                             "least as high: reproduced; reaches it first but ends lower, or ahead at the first "
-                            "validation only (on every seed), or the baseline never gains 0.1 dB over its first "
-                            "validation while the distilled arm ends 0.1 dB or more above it: partly")
+                            f"validation only (on every seed), or the baseline never gains {STUCK_DB} dB over its "
+                            f"first validation while the distilled arm ends {STUCK_DB} dB or more above it: partly")
 # the paper's abstract: "1/300 the number of parameters of the teacher network and 1/50 the energy consumption
 # of the teacher network, is as good as the teacher network in some denoising tasks"
 DISTILL_STUDENT_PAPER = "1/300 of the parameters, 1/50 of the energy, as good as the teacher on some denoising tasks"

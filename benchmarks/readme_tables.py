@@ -73,6 +73,12 @@ def student_options(s: dict) -> str:
     return "".join(f", {o}" for o in out)
 
 
+def named_hints(d: dict) -> bool:
+    """Whether a distillation result's hints were named on its command line (``--hints``), not
+    picked by the experiment's relative-depth rule."""
+    return "--hints" in d.get("command", "")
+
+
 def distill_table(file: str = "distill.json") -> str:
     d = json.loads((RESULTS / file).read_text())
     p, e, h = d["params"], d["energy_45nm_j"], d["distill"]
@@ -81,7 +87,7 @@ def distill_table(file: str = "distill.json") -> str:
     student = (f"{s['preset']}, T={s['T']}" if "preset" in s else
                f"{s['name']} depth {s['depth']}, width {s['width']}, T={s['T']}{student_options(s)}")
     hints = ("; hints (teacher -> student) " + ", ".join(f"{t} -> {u}" for t, u in h["hints"].items())
-             if ("preset" in s or "--hints" in d.get("command", "")) and h.get("hints") else "")
+             if ("preset" in s or named_hints(d)) and h.get("hints") else "")
     lines = [f"`{d['command']}`: student {student} ({p['student']:,} parameters); teacher {d['teacher']} "
              f"({p['teacher']:,} parameters, validation {d['teacher_val_psnr']:.2f} dB); hint weight "
              f"{h['hint_weight']:g} ({h.get('hint_norm') or 'none'} MSE, {h['hint_schedule']} decay){hints}; "
