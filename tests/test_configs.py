@@ -30,8 +30,8 @@ def test_twins_are_trained_the_same_way(snn, ann):
     a = load_config(CONFIGS[0].parent / f"{snn}.yaml")
     b = load_config(CONFIGS[0].parent / f"{ann}.yaml")
     if snn == "spiden-cpu-s25-scratch":
-        # the bundled scratch SNN was trained when the twin's recipe ran 2000 steps (15000 spike-domain
-        # steps would take about 5 CPU hours); everything but the length and the logging cadence agrees
+        # the scratch SNN runs 2000 steps (the twin's 15000 in the spike domain would take about 4.5
+        # hours on one CPU core); everything but the length and the logging cadence agrees
         cadence = ("steps", "val_every", "ckpt_every", "log_every")
         a["train"] = {k: v for k, v in a["train"].items() if k not in cadence}
         b["train"] = {k: v for k, v in b["train"].items() if k not in cadence}
