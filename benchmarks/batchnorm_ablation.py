@@ -1,0 +1,151 @@
+"""With and without BatchNorm: pairs of finished training runs that differ only in ``model.bn``.
+
+Each ``--pair LABEL=WITH_BN,WITHOUT_BN`` names two runs of one recipe, either as run folders
+(``config.yaml``, ``log.jsonl``, ``model.safetensors``) or as ``bundled:NAME`` (a bundled model:
+its shipped weights and run record). The script checks that the two configs differ in
+``model.bn`` only (the thread count, and a stage-2 run's ``train.init_from``, may differ too; the
+JSON lists every difference), reads each run's validation curve from its log, scores each model
+on ``builtin:heldout`` under the denoising test protocol (seed 0 per image, unclipped noise,
+uint8 output) and writes JSON. A run without a model file (a stage 1 whose weights are not
+shipped) contributes its curve only.
+
+    python benchmarks/batchnorm_ablation.py \\
+        --pair ann=bundled:dncnn-s25,runs/dncnn-nobn --json benchmarks/results/batchnorm.json
+
+Train the runs first, e.g. ``spikeir train configs/dncnn-cpu-s25.yaml --set model.bn=false
+--out runs/dncnn-nobn``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from _common import command_line, write_json
+from spikeir.data import builtin_images
+from spikeir.evaluate import evaluate_denoise
+from spikeir.io import PRETRAINED_DIR, load_model, model_card
+from spikeir.models import build_model
+from spikeir.train import resolve_model_cfg
+
+# keys that may differ between the arms without making them different experiments
+_FREE = {("train", "threads"), ("train", "init_from")}
+
+
+def _source(spec: str) -> dict:
+    """Run folder, config, log and model file (or ``None``) behind one ``--pair`` entry."""
+    if spec.startswith("bundled:"):
+        name = spec.removeprefix("bundled:")
+        card = model_card(name)
+        if card is None:
+            raise SystemExit(f"batchnorm_ablation: error: no bundled model named {name!r}")
+        record = PRETRAINED_DIR / card["run_record"].removeprefix("pretrained/")
+        return {"spec": spec, "record": record, "model": PRETRAINED_DIR / card["file"]}
+    run = Path(spec)
+    if not (run / "config.yaml").is_file() or not (run / "log.jsonl").is_file():
+        raise SystemExit(f"batchnorm_ablation: error: {spec} is not a run folder (config.yaml and log.jsonl)")
+    if not any(json.loads(ln).get("event") == "end" for ln in (run / "log.jsonl").read_text().splitlines()):
+        raise SystemExit(f"batchnorm_ablation: error: {spec} has not finished (no end event in its log)")
+    model = run / "model.safetensors"
+    return {"spec": spec, "record": run, "model": model if model.is_file() else None}
+
+
+def _bn(cfg: dict) -> bool:
+    return bool(resolve_model_cfg(cfg["model"]).get("bn", True))
+
+
+def config_differences(a: dict, b: dict) -> list[str]:
+    """Dotted keys (two levels) whose values differ between two run configs."""
+    out = []
+    for sec in sorted(set(a) | set(b)):
+        x, y = a.get(sec), b.get(sec)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += [f"{sec}.{k}" for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)]
+        elif x != y:
+            out.append(sec)
+    return out
+
+
+def val_curve(log: Path) -> list[list[float]]:
+    """``[step, val_psnr]`` for every validation in a run's log."""
+    rows = []
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        if "val_psnr" in rec:
+            rows.append([int(rec["step"]), float(rec["val_psnr"])])
+    return rows
+
+
+def first_step_at(curve: list[list[float]], target: float) -> int | None:
+    return next((s for s, p in curve if p >= target), None)
+
+
+def arm(src: dict, images, device: torch.device) -> dict:
+    cfg = yaml.safe_load((src["record"] / "config.yaml").read_text())
+    curve = val_curve(src["record"] / "log.jsonl")
+    out = {"source": src["spec"], "bn": _bn(cfg), "params": sum(p.numel() for p in build_model(
+        resolve_model_cfg(cfg["model"])).parameters()), "steps": int(cfg["train"]["steps"]),
+        "val_curve": curve, "val_final": curve[-1][1] if curve else None, "heldout": None}
+    if src["model"] is not None:
+        res = evaluate_denoise(load_model(src["model"], device), images, 25.0, device)
+        out["heldout"] = {k: res["mean"][k] for k in ("psnr", "ssim", "firing_rate")}
+    return out, cfg
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pair", action="append", required=True, metavar="LABEL=WITH_BN,WITHOUT_BN",
+                    help="two runs of one recipe, with and without BatchNorm (repeatable)")
+    ap.add_argument("--json", default="benchmarks/results/batchnorm.json")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    pairs = {}
+    for spec in args.pair:
+        label, sep, runs = spec.partition("=")
+        parts = runs.split(",")
+        if not sep or len(parts) != 2 or not label:
+            raise SystemExit(f"batchnorm_ablation: error: --pair wants LABEL=WITH_BN,WITHOUT_BN, got {spec!r}")
+        pairs[label] = [_source(p) for p in parts]
+
+    images = builtin_images("heldout", gray=True)
+    result = {"command": command_line(None if argv is None else ["benchmarks/batchnorm_ablation.py", *argv]),
+              "protocol": "builtin:heldout gray, sigma 25, seed 0 per image, unclipped noise, uint8 output; "
+                          "validation curves from each run's log (builtin:val crop)",
+              "threads": args.threads, "pairs": {}}
+    for label, (src_bn, src_nobn) in pairs.items():
+        with_bn, cfg_a = arm(src_bn, images, device)
+        without, cfg_b = arm(src_nobn, images, device)
+        if not with_bn["bn"] or without["bn"]:
+            raise SystemExit(f"batchnorm_ablation: error: pair {label!r}: the first run must have BatchNorm "
+                             f"and the second not (got bn={with_bn['bn']}, {without['bn']})")
+        diff = config_differences(cfg_a, cfg_b)
+        others = [d for d in diff if d != "model" and d != "model.bn" and tuple(d.split(".", 1)) not in _FREE]
+        model_a = {k: v for k, v in resolve_model_cfg(cfg_a["model"]).items() if k != "bn"}
+        model_b = {k: v for k, v in resolve_model_cfg(cfg_b["model"]).items() if k != "bn"}
+        if others or model_a != model_b:
+            raise SystemExit(f"batchnorm_ablation: error: pair {label!r} differs in more than BatchNorm: "
+                             f"{', '.join(others) or 'model'}")
+        row = {"with_bn": with_bn, "without_bn": without, "config_differences": diff,
+               "val_gain": without["val_final"] - with_bn["val_final"],
+               "steps_to_bn_final": first_step_at(without["val_curve"], with_bn["val_final"])}
+        if with_bn["heldout"] and without["heldout"]:
+            row["heldout_gain"] = without["heldout"]["psnr"] - with_bn["heldout"]["psnr"]
+        result["pairs"][label] = row
+        h = f", held-out {row['heldout_gain']:+.2f} dB" if "heldout_gain" in row else ""
+        print(f"{label}: validation {with_bn['val_final']:.2f} -> {without['val_final']:.2f} dB without BatchNorm"
+              f"{h}; the BN run's final PSNR reached at step {row['steps_to_bn_final']} of {with_bn['steps']}")
+    write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
