@@ -1,13 +1,13 @@
 """With and without BatchNorm: pairs of finished training runs that differ only in ``model.bn``.
 
-Each ``--pair LABEL=WITH_BN,WITHOUT_BN`` names two runs of one recipe, either as run folders
-(``config.yaml``, ``log.jsonl``, ``model.safetensors``) or as ``bundled:NAME`` (a bundled model:
-its shipped weights and run record). The script checks that the two configs differ in
-``model.bn`` only (the thread count, and a stage-2 run's ``train.init_from``, may differ too; the
-JSON lists every difference), reads each run's validation curve from its log, scores each model
-on ``builtin:heldout`` under the denoising test protocol (seed 0 per image, unclipped noise,
-uint8 output) and writes JSON. A run without a model file (a stage 1 whose weights are not
-shipped) contributes its curve only.
+Each ``--pair LABEL=WITH_BN,WITHOUT_BN`` names two runs of one recipe, each a run folder
+(``config.yaml``, ``log.jsonl``, ``model.safetensors``), ``bundled:NAME`` (a bundled model: its
+shipped weights and run record) or ``bundled:NAME:stage`` (the first stage of a two-stage model:
+its shipped record, and the held-out score its model card recorded). The script checks that the
+two configs differ in ``model.bn`` only (the thread count, and a stage-2 run's
+``train.init_from``, may differ too; the JSON lists every difference), reads each run's
+validation curve from its log, scores each model on ``builtin:heldout`` under the denoising test
+protocol (seed 0 per image, unclipped noise, uint8 output) and writes JSON.
 
     python benchmarks/batchnorm_ablation.py \\
         --pair ann=bundled:dncnn-s25,runs/dncnn-nobn --json benchmarks/results/batchnorm.json
@@ -40,10 +40,17 @@ _FREE = {("train", "threads"), ("train", "init_from")}
 def _source(spec: str) -> dict:
     """Run folder, config, log and model file (or ``None``) behind one ``--pair`` entry."""
     if spec.startswith("bundled:"):
-        name = spec.removeprefix("bundled:")
+        name, _, part = spec.removeprefix("bundled:").partition(":")
         card = model_card(name)
         if card is None:
             raise SystemExit(f"batchnorm_ablation: error: no bundled model named {name!r}")
+        if part == "stage":  # the first stage: its record ships, its weights do not, its score is on the card
+            if not card.get("stage"):
+                raise SystemExit(f"batchnorm_ablation: error: {name} has no earlier stage on its card")
+            record = PRETRAINED_DIR / card["stage"]["run_record"].removeprefix("pretrained/")
+            return {"spec": spec, "record": record, "model": None, "card_heldout": card["stage"].get("heldout_mean")}
+        if part:
+            raise SystemExit(f"batchnorm_ablation: error: {spec}: only 'bundled:NAME' or 'bundled:NAME:stage'")
         record = PRETRAINED_DIR / card["run_record"].removeprefix("pretrained/")
         return {"spec": spec, "record": record, "model": PRETRAINED_DIR / card["file"]}
     run = Path(spec)
@@ -94,6 +101,10 @@ def arm(src: dict, images, device: torch.device) -> dict:
     if src["model"] is not None:
         res = evaluate_denoise(load_model(src["model"], device), images, 25.0, device)
         out["heldout"] = {k: res["mean"][k] for k in ("psnr", "ssim", "firing_rate")}
+        out["heldout_from"] = "measured now"
+    elif src.get("card_heldout"):  # measured by tools/bundle_model.py under the same protocol
+        out["heldout"] = {k: src["card_heldout"].get(k) for k in ("psnr", "ssim", "firing_rate")}
+        out["heldout_from"] = "model card"
     return out, cfg
 
 

@@ -239,12 +239,33 @@ def claims_table() -> str:
     return "\n".join(lines)
 
 
+def batchnorm_table() -> str:
+    d = json.loads((RESULTS / "batchnorm.json").read_text())
+    lines = [f"`{d['command']}`: {d['protocol']}.", "",
+             "| pair (steps) | validation with / without BatchNorm (dB) | held-out with / without (dB) "
+             "| step where the run without BatchNorm first reaches the other's final validation PSNR "
+             "| firing rate with / without |", "|---|---|---|---|---|"]
+
+    def pair(a: dict, b: dict, key: str, fmt: str) -> str:
+        if a["heldout"] is None or b["heldout"] is None or a["heldout"].get(key) is None:
+            return "-"
+        return f"{a['heldout'][key]:{fmt}} / {b['heldout'][key]:{fmt}}"
+
+    for label, r in d["pairs"].items():
+        a, b = r["with_bn"], r["without_bn"]
+        step = r["steps_to_bn_final"]
+        lines.append(f"| {label} ({a['steps']}) | {a['val_final']:.2f} / {b['val_final']:.2f} | "
+                     f"{pair(a, b, 'psnr', '.2f')} | {step if step is not None else 'never'} | "
+                     f"{pair(a, b, 'firing_rate', '.3f')} |")
+    return "\n".join(lines)
+
 TABLES = {"denoise": denoise_table, "derain": derain_table, "convert": convert_table, "distill": distill_table,
           "distill_unet": lambda: distill_table("distill_unet.json"),
           "distill_unet_3k": lambda: distill_table("distill_unet_3k.json"),
           "distill_silent": lambda: distill_table("distill_silent.json"),
           "distill_nobn": lambda: distill_table("distill_nobn.json"),
-          "tradeoff": tradeoff_table, "neurons": neurons_table, "esdnet_bench": esdnet_bench_table,
+          "batchnorm": batchnorm_table, "tradeoff": tradeoff_table, "neurons": neurons_table,
+          "esdnet_bench": esdnet_bench_table,
           "claims": claims_table}
 
 

@@ -89,3 +89,18 @@ def test_an_unfinished_run_is_refused(ablation, runs, tmp_path):
     (half / "log.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(SystemExit, match="has not finished"):
         ablation.main(["--pair", f"tiny={runs['bn']},{half}", "--json", str(tmp_path / "x.json")])
+
+
+def test_bundled_sources(ablation):
+    from spikeir.io import model_card
+
+    src = ablation._source("bundled:spiden-s25:stage")
+    card = model_card("spiden-s25")
+    assert src["model"] is None and src["card_heldout"] == card["stage"]["heldout_mean"]
+    assert (src["record"] / "log.jsonl").is_file() and src["record"].name == "stage1"
+    assert ablation._source("bundled:dncnn-s25")["model"].is_file()
+    for spec, message in {"bundled:nope": "no bundled model named 'nope'",
+                          "bundled:dncnn-s25:stage": "no earlier stage",
+                          "bundled:dncnn-s25:x": "only 'bundled:NAME'"}.items():
+        with pytest.raises(SystemExit, match=message):
+            ablation._source(spec)
