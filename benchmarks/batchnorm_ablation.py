@@ -92,20 +92,27 @@ def first_step_at(curve: list[list[float]], target: float) -> int | None:
     return next((s for s, p in curve if p >= target), None)
 
 
-def arm(src: dict, images, device: torch.device) -> dict:
+def _config(src: dict) -> dict:
     cfg = yaml.safe_load((src["record"] / "config.yaml").read_text())
+    if cfg.get("task", "denoise") != "denoise":
+        raise SystemExit(f"batchnorm_ablation: error: {src['spec']} is a {cfg['task']} run; only denoising runs")
+    return cfg
+
+
+def arm(src: dict, cfg: dict, images, device: torch.device) -> dict:
+    """One run: its size, validation curve and held-out score (at the run's own sigma)."""
     curve = val_curve(src["record"] / "log.jsonl")
     out = {"source": src["spec"], "bn": _bn(cfg), "params": sum(p.numel() for p in build_model(
         resolve_model_cfg(cfg["model"])).parameters()), "steps": int(cfg["train"]["steps"]),
         "val_curve": curve, "val_final": curve[-1][1] if curve else None, "heldout": None}
     if src["model"] is not None:
-        res = evaluate_denoise(load_model(src["model"], device), images, 25.0, device)
+        res = evaluate_denoise(load_model(src["model"], device), images, float(cfg["data"]["sigma"]), device)
         out["heldout"] = {k: res["mean"][k] for k in ("psnr", "ssim", "firing_rate")}
         out["heldout_from"] = "measured now"
     elif src.get("card_heldout"):  # measured by tools/bundle_model.py under the same protocol
         out["heldout"] = {k: src["card_heldout"].get(k) for k in ("psnr", "ssim", "firing_rate")}
         out["heldout_from"] = "model card"
-    return out, cfg
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -129,15 +136,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     images = builtin_images("heldout", gray=True)
     result = {"command": command_line(None if argv is None else ["benchmarks/batchnorm_ablation.py", *argv]),
-              "protocol": "builtin:heldout gray, sigma 25, seed 0 per image, unclipped noise, uint8 output; "
+              "protocol": "builtin:heldout gray, each run's sigma, seed 0 per image, unclipped noise, uint8 output; "
                           "validation curves from each run's log (builtin:val crop)",
               "threads": args.threads, "pairs": {}}
     for label, (src_bn, src_nobn) in pairs.items():
-        with_bn, cfg_a = arm(src_bn, images, device)
-        without, cfg_b = arm(src_nobn, images, device)
-        if not with_bn["bn"] or without["bn"]:
+        cfg_a, cfg_b = _config(src_bn), _config(src_nobn)
+        if not _bn(cfg_a) or _bn(cfg_b):
             raise SystemExit(f"batchnorm_ablation: error: pair {label!r}: the first run must have BatchNorm "
-                             f"and the second not (got bn={with_bn['bn']}, {without['bn']})")
+                             f"and the second not (got bn={_bn(cfg_a)}, {_bn(cfg_b)})")
         diff = config_differences(cfg_a, cfg_b)
         others = [d for d in diff if d != "model" and d != "model.bn" and tuple(d.split(".", 1)) not in _FREE]
         model_a = {k: v for k, v in resolve_model_cfg(cfg_a["model"]).items() if k != "bn"}
@@ -145,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         if others or model_a != model_b:
             raise SystemExit(f"batchnorm_ablation: error: pair {label!r} differs in more than BatchNorm: "
                              f"{', '.join(others) or 'model'}")
+        with_bn, without = arm(src_bn, cfg_a, images, device), arm(src_nobn, cfg_b, images, device)
         row = {"with_bn": with_bn, "without_bn": without, "config_differences": diff,
                "val_gain": without["val_final"] - with_bn["val_final"],
                "steps_to_bn_final": first_step_at(without["val_curve"], with_bn["val_final"])}

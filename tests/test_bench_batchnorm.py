@@ -104,3 +104,16 @@ def test_bundled_sources(ablation):
                           "bundled:dncnn-s25:x": "only 'bundled:NAME'"}.items():
         with pytest.raises(SystemExit, match=message):
             ablation._source(spec)
+
+
+def test_a_deraining_run_is_refused(ablation, runs, tmp_path):
+    import shutil
+
+    import yaml
+
+    rain = tmp_path / "rain"
+    shutil.copytree(runs["nobn"], rain)
+    cfg = yaml.safe_load((rain / "config.yaml").read_text())
+    (rain / "config.yaml").write_text(yaml.safe_dump({**cfg, "task": "derain"}))
+    with pytest.raises(SystemExit, match="is a derain run; only denoising runs"):
+        ablation.main(["--pair", f"tiny={runs['bn']},{rain}", "--json", str(tmp_path / "x.json")])
