@@ -19,7 +19,6 @@ Train the runs first, e.g. ``spikeir train configs/dncnn-cpu-s25.yaml --set mode
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from spikeir.data import builtin_images
 from spikeir.evaluate import evaluate_denoise
 from spikeir.io import PRETRAINED_DIR, load_model, model_card
 from spikeir.models import build_model
+from spikeir.plots import read_log
 from spikeir.train import resolve_model_cfg
 
 # keys that may differ between the arms without making them different experiments
@@ -56,7 +56,7 @@ def _source(spec: str) -> dict:
     run = Path(spec)
     if not (run / "config.yaml").is_file() or not (run / "log.jsonl").is_file():
         raise SystemExit(f"batchnorm_ablation: error: {spec} is not a run folder (config.yaml and log.jsonl)")
-    if not any(json.loads(ln).get("event") == "end" for ln in (run / "log.jsonl").read_text().splitlines()):
+    if not any(r.get("event") == "end" for r in read_log(run)):
         raise SystemExit(f"batchnorm_ablation: error: {spec} has not finished (no end event in its log)")
     model = run / "model.safetensors"
     return {"spec": spec, "record": run, "model": model if model.is_file() else None}
@@ -78,14 +78,9 @@ def config_differences(a: dict, b: dict) -> list[str]:
     return out
 
 
-def val_curve(log: Path) -> list[list[float]]:
+def val_curve(run: Path) -> list[list[float]]:
     """``[step, val_psnr]`` for every validation in a run's log."""
-    rows = []
-    for line in log.read_text().splitlines():
-        rec = json.loads(line)
-        if "val_psnr" in rec:
-            rows.append([int(rec["step"]), float(rec["val_psnr"])])
-    return rows
+    return [[int(r["step"]), float(r["val_psnr"])] for r in read_log(run) if "val_psnr" in r]
 
 
 def first_step_at(curve: list[list[float]], target: float) -> int | None:
@@ -101,7 +96,7 @@ def _config(src: dict) -> dict:
 
 def arm(src: dict, cfg: dict, images, device: torch.device) -> dict:
     """One run: its size, validation curve and held-out score (at the run's own sigma)."""
-    curve = val_curve(src["record"] / "log.jsonl")
+    curve = val_curve(src["record"])
     out = {"source": src["spec"], "bn": _bn(cfg), "params": sum(p.numel() for p in build_model(
         resolve_model_cfg(cfg["model"])).parameters()), "steps": int(cfg["train"]["steps"]),
         "val_curve": curve, "val_final": curve[-1][1] if curve else None, "heldout": None}
