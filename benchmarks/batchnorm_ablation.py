@@ -19,7 +19,6 @@ Train the runs first, e.g. ``spikeir train configs/dncnn-cpu-s25.yaml --set mode
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -62,10 +61,6 @@ def _source(spec: str) -> dict:
     return {"spec": spec, "record": run, "model": model if model.is_file() else None}
 
 
-def _bn(cfg: dict) -> bool:
-    return bool(resolve_model_cfg(cfg["model"]).get("bn", True))
-
-
 def config_differences(a: dict, b: dict) -> list[str]:
     """Dotted keys (two levels) whose values differ between two run configs."""
     out = []
@@ -94,11 +89,12 @@ def _config(src: dict) -> dict:
     return cfg
 
 
-def arm(src: dict, cfg: dict, images, device: torch.device) -> dict:
-    """One run: its size, validation curve and held-out score (at the run's own sigma)."""
+def arm(src: dict, cfg: dict, model_cfg: dict, images, device: torch.device) -> dict:
+    """One run: its size, validation curve and held-out score (at the run's own sigma);
+    ``model_cfg`` is its resolved model config."""
     curve = val_curve(src["record"])
-    out = {"source": src["spec"], "bn": _bn(cfg), "params": sum(p.numel() for p in build_model(
-        resolve_model_cfg(cfg["model"])).parameters()), "steps": int(cfg["train"]["steps"]),
+    out = {"source": src["spec"], "bn": bool(model_cfg.get("bn", True)),
+           "params": sum(p.numel() for p in build_model(model_cfg).parameters()), "steps": int(cfg["train"]["steps"]),
         "val_curve": curve, "val_final": curve[-1][1] if curve else None, "heldout": None}
     if src["model"] is not None:
         res = evaluate_denoise(load_model(src["model"], device), images, float(cfg["data"]["sigma"]), device)
@@ -136,17 +132,19 @@ def main(argv: list[str] | None = None) -> dict:
               "threads": args.threads, "pairs": {}}
     for label, (src_bn, src_nobn) in pairs.items():
         cfg_a, cfg_b = _config(src_bn), _config(src_nobn)
-        if not _bn(cfg_a) or _bn(cfg_b):
+        model_a, model_b = resolve_model_cfg(cfg_a["model"]), resolve_model_cfg(cfg_b["model"])
+        bn_a, bn_b = bool(model_a.get("bn", True)), bool(model_b.get("bn", True))
+        if not bn_a or bn_b:
             raise SystemExit(f"batchnorm_ablation: error: pair {label!r}: the first run must have BatchNorm "
-                             f"and the second not (got bn={_bn(cfg_a)}, {_bn(cfg_b)})")
+                             f"and the second not (got bn={bn_a}, {bn_b})")
         diff = config_differences(cfg_a, cfg_b)
         others = [d for d in diff if d != "model" and d != "model.bn" and tuple(d.split(".", 1)) not in _FREE]
-        model_a = {k: v for k, v in resolve_model_cfg(cfg_a["model"]).items() if k != "bn"}
-        model_b = {k: v for k, v in resolve_model_cfg(cfg_b["model"]).items() if k != "bn"}
-        if others or model_a != model_b:
+        same_model = {**model_a, "bn": None} == {**model_b, "bn": None}
+        if others or not same_model:
             raise SystemExit(f"batchnorm_ablation: error: pair {label!r} differs in more than BatchNorm: "
                              f"{', '.join(others) or 'model'}")
-        with_bn, without = arm(src_bn, cfg_a, images, device), arm(src_nobn, cfg_b, images, device)
+        with_bn = arm(src_bn, cfg_a, model_a, images, device)
+        without = arm(src_nobn, cfg_b, model_b, images, device)
         row = {"with_bn": with_bn, "without_bn": without, "config_differences": diff,
                "val_gain": without["val_final"] - with_bn["val_final"],
                "steps_to_bn_final": first_step_at(without["val_curve"], with_bn["val_final"])}
@@ -161,4 +159,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    main()
