@@ -55,6 +55,10 @@ def student_config(args: argparse.Namespace, seed: int, distill: bool) -> dict:
                            "output_weight": args.output_weight if distill else 0.0})
     if distill and args.hint_weight == 0 and args.output_weight > 0:  # output distillation alone: no adapters
         cfg["distill"]["hints"] = {}
+    for item in args.set:  # a distill key would reach the baseline too: both arms distilled, or neither
+        if item.split("=", 1)[0].strip().split(".")[0] == "distill":
+            raise SystemExit(f"--set {item}: the distill section is the experiment's own (use --hint-weight, "
+                             "--hint-norm, --hint-schedule, --hint-until, --output-weight, --hints or --teacher)")
     try:  # both arms get the same overrides, so they stay one recipe apart only in the teacher signal
         return apply_overrides(cfg, args.set)
     except ValueError as e:
@@ -62,9 +66,12 @@ def student_config(args: argparse.Namespace, seed: int, distill: bool) -> dict:
 
 
 def hint_pairs(args: argparse.Namespace) -> dict:
-    """Teacher layer -> student layer: ``--hints`` when given; otherwise the ANN's ReLU outputs at
-    the relative depths ``--hint-at`` (default 1/4, 1/2, 3/4 and the full depth: the recipe's
-    pairs for its sizes), hinted to the spiking DnCNN student's neurons at the same relative depths."""
+    """Teacher layer -> student layer: ``--hints`` when given; otherwise, for each fraction in
+    ``--hint-at`` (default 1/4, 1/2, 3/4 and 1: the recipe's pairs for its sizes), the teacher ReLU at
+    that fraction of all its ReLUs (the first one, ``net.1``, counted) hints the spiking DnCNN
+    student's body neuron at that fraction of its body neurons (``head_neuron`` not counted). The
+    two counts differ by one, so the pairs are one activation apart early on: ``net.4 -> body.3``,
+    ``net.10 -> body.7``, ``net.19 -> body.11``, ``net.25 -> body.15`` at depth 10."""
     if args.hints:
         pairs = {}
         for pair in args.hints:

@@ -270,7 +270,8 @@ def test_output_distillation_uses_the_teacher_output_as_a_second_target():
         Distiller({"hints": {}, "output_weigth": 1.0}, student, teacher, 1, 10)
 
 
-@pytest.mark.parametrize("key,value", [("hint_weight", "big"), ("fft_weight", -1), ("hint_until", True)])
+@pytest.mark.parametrize("key,value", [("hint_weight", "big"), ("fft_weight", -1), ("hint_until", True),
+                                       ("hint_until", 0), ("hint_until", 0.5), ("hint_until", 100.5)])
 def test_bad_distill_numbers_are_one_line_errors(key, value):
     student, teacher = _pair()
     with pytest.raises(ValueError, match=f"distill.{key} must be a number"):
@@ -384,3 +385,7 @@ def test_distill_experiment_set_overrides_reach_both_arms():
     assert without["model"].get("bn", True) is True and without["model"]["neuron_kwargs"] == {"v_init": "half"}
     with pytest.raises(SystemExit, match="key=value"):
         de.student_config(de.build_parser().parse_args(["--set", "model.bn"]), 1, True)
+    for bad in ("distill.hint_weight=0.1", "distill={}", " distill.output_weight=1"):
+        # it would reach the baseline too, which would then be distilled as well
+        with pytest.raises(SystemExit, match="the distill section is the experiment's own"):
+            de.student_config(de.build_parser().parse_args(["--hints", "net.1:head_neuron", "--set", bad]), 1, False)

@@ -18,15 +18,16 @@ match), so one ``hint_weight`` means the same against the reconstruction loss wh
 teacher's feature magnitudes are; raw MSE on un-normalised ReLU features can outweigh the L1
 reconstruction loss many times over and pull the student away from its own task.
 
-``recon`` is the run's ``loss`` (L1 in the distillation recipes), ``F`` the 2-D real FFT
-(amplitudes compared, so phase-insensitive sharpness errors are penalised), and ``w_hint``
-follows ``hint_schedule``: ``constant``, or ``linear``/``cosine`` decay from ``hint_weight`` to 0
-at ``hint_until`` (default: the last step). ``output_weight`` adds output distillation: the
-teacher's restored image as a second target, through the run's own reconstruction loss; its
-weight ``w_out`` follows the same schedule (0 by default). A denoising teacher's output is close
-to the conditional mean of the clean image, a lower-variance target than the clean patch itself.
-With ``output_weight > 0`` the ``hints`` may be empty (output distillation alone). The adapters
-are trained with the student and are not part of the exported model.
+``recon`` is the run's ``loss`` (L1 in the distillation recipes), ``F`` the 2-D real FFT (amplitudes
+compared, so phase-insensitive sharpness errors are penalised), and ``w_hint`` follows
+``hint_schedule``: ``constant``, or ``linear``/``cosine`` decay from ``hint_weight`` to 0 at step
+``hint_until`` (a whole number >= 1; default: the run's step count, so with steps numbered from 0
+the last step's weight is just above 0 and the teacher runs on every step). ``output_weight`` adds
+output distillation: the teacher's restored image as a second target, through the run's own
+reconstruction loss; its weight ``w_out`` follows the same schedule (0 by default). A denoising
+teacher's output is close to the conditional mean of the clean image, a lower-variance target than
+the clean patch itself. With ``output_weight > 0`` the ``hints`` may be empty (output distillation
+alone). The adapters are trained with the student and are not part of the exported model.
 
 Config section (``distill:``)::
 
@@ -127,7 +128,10 @@ class Distiller(nn.Module):
         self.weight = _number(cfg, "hint_weight", 1.0)
         self.schedule = str(cfg.get("hint_schedule", "constant"))
         hint_weight_at(0, self.weight, self.schedule, 1)  # validates the schedule name
-        self.until = int(_number(cfg, "hint_until", total_steps) or total_steps)
+        until = _number(cfg, "hint_until", total_steps)
+        if until < 1 or until != int(until):  # int() would quietly turn 0.5 into 0, and 0 meant the default
+            raise ValueError(f"distill.hint_until must be a number >= 1 (a step), got {cfg.get('hint_until')!r}")
+        self.until = int(until)
         self.fft_weight = _number(cfg, "fft_weight", 0.0)
         self.norm = str(cfg.get("hint_norm") or "none")
         if self.norm not in HINT_NORMS:
