@@ -247,10 +247,10 @@ def test_output_distillation_uses_the_teacher_output_as_a_second_target():
     terms = d.loss_terms(x, out, clean, recon, step=4, loss_fn=mse)
     with torch.no_grad():
         t_out = teacher(x)
-    ref = float(mse(out, t_out))
+    ref = mse(out, t_out).item()
     assert float(terms["output"]) == pytest.approx(ref, rel=1e-6)
     assert float(terms["output_weight"]) == pytest.approx(0.5 * (1 - 4 / 10))
-    assert float(terms["loss"]) == pytest.approx(float(recon) + 0.3 * ref, rel=1e-6)
+    assert terms["loss"].item() == pytest.approx(recon.item() + 0.3 * ref, rel=1e-6)
     # the term back-propagates into the student
     terms["loss"].backward()
     assert student.tail.weight.grad is not None
