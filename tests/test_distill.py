@@ -180,6 +180,24 @@ def test_distillation_resume_is_exact(tmp_path, teacher_file):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+def test_gradient_clipping_bounds_the_student_alone(tmp_path, teacher_file):
+    """train.grad_clip clips the student's gradient by its own norm, so the adapters' gradients do
+    not shrink a distilled student's step. With a clip far below Adam's eps (1e-8) the first Adam
+    step is lr * g / eps, so the student's step has norm lr * clip / eps exactly when it is clipped
+    alone (one norm over student and adapters would give less)."""
+    lr, clip, eps = 1.0, 1e-12, 1e-8
+    finals = {}
+    for name, rate in (("moved", lr), ("still", 1e-30)):  # the second one keeps its initial weights
+        cfg = _cfg(tmp_path, teacher_file, steps=1, hint_schedule="constant", hint_weight=10.0)
+        cfg["optim"]["lr"] = rate
+        cfg["train"]["grad_clip"] = clip
+        train(cfg, tmp_path / name, device="cpu", progress=False)
+        finals[name], _ = read_model_file(tmp_path / name / "model.safetensors")
+    names = [n for n, _ in SpikingDnCNN(in_channels=1, depth=4, width=8, T=2).named_parameters()]
+    step = torch.sqrt(sum(((finals["moved"][n].double() - finals["still"][n].double()) ** 2).sum() for n in names))
+    assert float(step) == pytest.approx(lr * clip / eps, rel=1e-3)
+
+
 def test_distillation_config_errors(tmp_path, teacher_file):
     cfg = _cfg(tmp_path, teacher_file)
     cfg["distill"].pop("teacher")

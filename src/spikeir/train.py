@@ -741,7 +741,11 @@ def _train(cfg: dict, run: Path, dev: torch.device, dist_info: ddp.DistInfo, res
             if scaler is not None:
                 scaler.unscale_(opt)  # clip the true gradients
             if tcfg.get("grad_clip"):
-                nn.utils.clip_grad_norm_(params, float(tcfg["grad_clip"]))
+                # the student on its own: with one norm over both, the adapters' gradients would shrink
+                # a distilled student's steps, and the no-hint baseline has no adapter gradients
+                nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
+                if distiller is not None:
+                    nn.utils.clip_grad_norm_(distiller.parameters(), float(tcfg["grad_clip"]))
             stepped = True
             if scaler is not None:
                 scale = scaler.get_scale()
