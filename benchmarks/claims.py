@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from readme_tables import named_hints, student_options
+from readme_tables import energy_inputs, named_hints, student_options
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -296,7 +296,8 @@ def check_spiden_energy_T(ev: dict) -> dict:
     if all(x >= 1 for x in mem):
         reason += ("; " if reason else "") + "under the memory-aware model the SNN costs more than the ANN at every T"
     return {"measured": measured, "verdict": verdict, "reason": reason, "seeds": _seeds(d),
-            "setting": f"energy per 256x256 crop of builtin:heldout at measured firing rates; width "
+            "setting": f"energy per 256x256 crop of builtin:heldout at measured firing rates"
+                       f"{', ' + energy_inputs(d) if energy_inputs(d) else ''}; width "
                        f"{rows[0]['width']}, depth {d['depth']}; {_means(d)}{_hw(d)}"}
 
 
@@ -456,7 +457,8 @@ def check_distill_student(ev: dict, key: str = "distill") -> dict:
                         f"{mem:.2f}; student "
                         f"{d['final_psnr']['distill']:.2f} dB vs teacher {d['teacher_val_psnr']:.2f} dB "
                         f"(gap {gap:.2f} dB)",
-            "setting": f"as the convergence row; energy on builtin:val at measured rates; {_hw(d)}",
+            "setting": f"as the convergence row; energy on builtin:val at measured rates, {energy_inputs(d)}; "
+                       f"{_hw(d)}",
             "verdict": verdict, "seeds": _seeds(d),
             "reason": "" if verdict == "reproduced" else
             f"small and cheap in 45 nm operations (memory-aware: {mem:.1f}x the teacher), but not close to the teacher"

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import command_line, machine_info, mean_std, train_or_reuse, write_json  # noqa: E402
+from _common import command_line, denoise_energy_inputs, machine_info, mean_std, train_or_reuse, write_json  # noqa: E402
 from spikeir.config import apply_overrides, load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
 from spikeir.distill import HINT_NORMS, SCHEDULES  # noqa: E402
@@ -205,7 +205,8 @@ def main() -> None:
     recipe = student_config(args, args.seeds[0], True)
     teacher = load_model(args.teacher, "cpu")
     student = load_model(Path(args.runs) / f"distill-seed{args.seeds[0]}" / "model.safetensors", "cpu")
-    images = [im for _, im in builtin_images("val", gray=True)]
+    images, energy_inputs = denoise_energy_inputs([im for _, im in builtin_images("val", gray=True)],
+                                                  float(recipe["data"]["sigma"]))
     rep = measure(student, images, twin=teacher)
     energy = rep.energy()
     val = [(n, _center_crop(im, 256)) for n, im in builtin_images("val", gray=True)]
@@ -227,6 +228,7 @@ def main() -> None:
         "params": {"teacher": count_parameters(teacher), "student": count_parameters(student)},
         "energy_45nm_j": {"teacher": energy["ops_45nm"]["ann_j"], "student": energy["ops_45nm"]["snn_j"],
                           "student_over_teacher": energy["ops_45nm"]["snn_over_ann"]},
+        "energy_inputs": energy_inputs,
         "energy_memory_aware_j": {"teacher": energy["memory_aware"]["ann_j"],
                                   "student": energy["memory_aware"]["snn_j"],
                                   "student_over_teacher": energy["memory_aware"]["snn_over_ann"]},

@@ -63,6 +63,17 @@ def _pm(s: dict) -> str:
     return f"{s['mean']:.2f}" + (f" +- {s['std']:.2f}" if s.get("std") is not None else "")
 
 
+def energy_inputs(d: dict) -> str:
+    """What a denoising result's energy was measured on. Results written before the benchmarks fed
+    the noisy inputs the network sees (``energy_inputs``, or the tradeoff protocol saying so) were
+    measured on the clean images, and say that."""
+    if d.get("energy_inputs"):
+        return d["energy_inputs"]
+    if "as the network sees them" in d.get("protocol", ""):
+        return ""  # the protocol already says it
+    return "the clean images, without noise; rates differ on noisy inputs, see the energy section"
+
+
 def student_options(s: dict) -> str:
     """The spiking DnCNN student's settings beyond the recipe's (BatchNorm, membranes from V_th/2), in words."""
     out = []
@@ -109,7 +120,7 @@ def distill_table(file: str = "distill.json") -> str:
                       + f" {r['final_psnr']:.2f} dB" for r in d["hint_selection"]) + "."]
     lines += ["", f"Student/teacher: parameters {p['student'] / p['teacher']:.3f}, energy (45 nm ops) "
               f"{e['student_over_teacher']:.3f}, memory-aware "
-              f"{d['energy_memory_aware_j']['student_over_teacher']:.3f}."]
+              f"{d['energy_memory_aware_j']['student_over_teacher']:.3f} (energy inputs: {energy_inputs(d)})."]
     return "\n".join(lines)
 
 
@@ -120,15 +131,16 @@ def tradeoff_table() -> str:
     head = ("| width | T | SNN | spike-domain fine-tuning | SNN PSNR | ANN PSNR | firing rate | "
             "SNN/ANN energy, 45 nm ops | SNN/ANN energy, memory-aware (whole image) |"
             + (" memory-aware (64x64 tiles) |" if tiled else ""))
+    protocol = d["protocol"] + (f"; energy inputs: {energy_inputs(d)}" if energy_inputs(d) else "")
     if merged:
         cmds = "; ".join(f"`{c}`" for c in d["commands"].values())
         seeds = ", ".join(map(str, d["seeds"]))
-        lines = [f"{cmds}; then `{d['command']}`: {d['protocol']}; {d['steps']} steps per model. Converted "
+        lines = [f"{cmds}; then `{d['command']}`: {protocol}; {d['steps']} steps per model. Converted "
                  f"points and fine-tuned settings every seed ran: mean +- std over seeds {seeds}; "
                  f"other fine-tuned rows: the seed named.",
                  "", head, "|" + "---|" * (head.count("|") - 1)]
     else:
-        lines = [f"`{d['command']}`: {d['protocol']}; {d['steps']} steps per model.", "", head,
+        lines = [f"`{d['command']}`: {protocol}; {d['steps']} steps per model.", "", head,
                  "|" + "---|" * (head.count("|") - 1)]
 
     def pm(x) -> str:

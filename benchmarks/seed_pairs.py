@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import (  # noqa: E402
     CONFIGS,
     command_line,
+    denoise_energy_inputs,
     machine_info,
     mean_std,
     spiden_stage2_config,
@@ -96,20 +97,23 @@ def train_snn(args: argparse.Namespace, runs: Path, seed: int) -> tuple[Path, di
     return train_or_reuse(runs / f"snn-seed{seed}", cfg, args.reuse), cfg
 
 
-def held_out(args: argparse.Namespace) -> tuple[list, list[torch.Tensor]]:
-    """The evaluation set and the 256x256 (or smaller, ``--crop``) crops energy is measured on."""
+def held_out(args: argparse.Namespace) -> tuple[list, list, str]:
+    """The evaluation set, the 256x256 (or smaller, ``--crop``) crops energy is measured on (the
+    inputs the network sees: noisy, or rainy), and a line saying which they are."""
     def crop(im):
         return im if args.eval_crop is None else _center_crop(im, args.eval_crop)
 
     if args.pair == "spiden":
         imgs = [(n, crop(im)) for n, im in builtin_images("heldout", gray=True)]
-        return imgs, [_center_crop(im, args.crop) for _, im in imgs]
+        crops, inputs = denoise_energy_inputs([_center_crop(im, args.crop) for _, im in imgs], 25.0)
+        return imgs, crops, inputs
     triples = []
     for name, clean in builtin_images("heldout", gray=False):
         clean = crop(clean)
         for preset in ("light", "heavy"):
             triples.append((f"{name}/{preset}", synth_rain(clean, preset, seed=RAIN_SEED)[0], clean))
-    return triples, [_center_crop(r, args.crop) for _, r, _ in triples[::2]]
+    return (triples, [_center_crop(r, args.crop) for _, r, _ in triples[::2]],
+            f"light-rain inputs (seed {RAIN_SEED}), as the network sees them")
 
 
 def evaluate(args: argparse.Namespace, model, data) -> dict:
@@ -142,7 +146,7 @@ def main() -> int:
     runs = Path(args.runs or f"runs/seeds-{args.pair}")
     out = args.json or f"benchmarks/results/seeds_{args.pair}.json"
     torch.set_num_threads(args.threads)
-    data, crops = held_out(args)
+    data, crops, energy_inputs = held_out(args)
 
     rows = []
     for seed in args.seeds:
@@ -183,7 +187,7 @@ def main() -> int:
     result = {"benchmark": f"seed_pairs/{args.pair}", "command": command_line(),
               "pair": args.pair, "seeds": args.seeds, "steps": args.steps, "T": args.T, "protocol": protocol,
               "snn_recipe": snn_recipe, "ft_steps": args.ft_steps if snn_recipe == "two-stage" else None,
-              "energy_crop": args.crop, "rows": rows, "summary": summary,
+              "energy_crop": args.crop, "energy_inputs": energy_inputs, "rows": rows, "summary": summary,
               "machine": machine_info(torch.device("cpu"), args.threads)}
     write_json(out, result)
     g = summary["gap_db"]

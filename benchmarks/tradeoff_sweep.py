@@ -40,7 +40,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import command_line, machine_info, mean_std, spiden_stage2_config, train_or_reuse, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    command_line,
+    denoise_energy_inputs,
+    machine_info,
+    mean_std,
+    spiden_stage2_config,
+    train_or_reuse,
+    write_json,
+)
 from spikeir.config import load_config  # noqa: E402
 from spikeir.data import builtin_images  # noqa: E402
 from spikeir.energy import EnergyModel, measure  # noqa: E402
@@ -228,7 +236,7 @@ def main() -> None:
     only_T = {int(k): [int(t) for t in v.split(",")] for k, v in (a.split("=", 1) for a in args.width_T)}
 
     heldout = builtin_images("heldout", gray=True)
-    crops = [_center_crop(im, 256) for _, im in heldout]
+    crops, energy_inputs = denoise_energy_inputs([_center_crop(im, 256) for _, im in heldout], 25.0)
     rows = []
     for width in args.width:
         ann_file = given.get(width) or trained(args, f"dncnn-w{width}", recipe(args, width, None))
@@ -255,7 +263,7 @@ def main() -> None:
     result = {
         "command": command_line(),
         "protocol": "builtin:heldout gray, sigma 25, seed 0 per image, unclipped noise, uint8 output; energy per "
-                    "256x256 crop of the same images",
+                    f"256x256 crop of the same images, {energy_inputs}",
         "images": [n for n, _ in heldout],
         "steps": args.steps, "depth": args.depth, "seed": args.seed, "tile_pixels": TILE_PIXELS,
         "rows_note": "rows without finetune_steps: QAT twin converted, no spike-domain training; rows with it: "

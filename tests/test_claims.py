@@ -194,6 +194,41 @@ def test_tradeoff_evidence_is_three_seed_sweeps_merged(tiny_run):
     assert row["seeds"] == 3 and "+-" in row["measured"] and "--merge" in row["command"]
 
 
+def test_denoiser_energy_is_measured_on_the_noisy_inputs_the_network_sees(tiny_run):
+    """distill.json and seeds_spiden.json price the spiking network on noisy inputs (the test
+    protocol's noise, drawn here by hand), not on the clean images; the tradeoff sweep says so."""
+    import numpy as np
+
+    from spikeir.data import builtin_images
+    from spikeir.energy import measure
+    from spikeir.io import load_model
+    from spikeir.train import _center_crop
+
+    def noisy(im):  # sigma 25, np.random.seed(0) per image, unclipped
+        return im / 255.0 + np.random.RandomState(0).normal(0.0, 25 / 255.0, im.shape)
+
+    out, _, _ = tiny_run
+    d = json.loads((out / "distill.json").read_text())
+    student = load_model(out / "runs" / "distill" / f"distill-seed{d['seeds'][0]}" / "model.safetensors", "cpu")
+    teacher = load_model(d["teacher"], "cpu")
+    clean = [im for _, im in builtin_images("val", gray=True)]
+    seen = measure(student, [noisy(im) for im in clean], twin=teacher).energy()["ops_45nm"]
+    assert d["energy_45nm_j"]["student"] == pytest.approx(seen["snn_j"], rel=1e-9)
+    assert d["energy_45nm_j"]["student_over_teacher"] == pytest.approx(seen["snn_over_ann"], rel=1e-9)
+    assert "noisy" in d["energy_inputs"]
+    plain = measure(student, clean, twin=teacher).energy()["ops_45nm"]["snn_j"]
+    assert plain != pytest.approx(seen["snn_j"], rel=1e-6)  # the inputs make a difference
+
+    d = json.loads((out / "seeds_spiden.json").read_text())
+    runs = out / "runs" / "seeds-spiden"
+    snn, ann = (load_model(runs / f"{k}-seed0" / "model.safetensors", "cpu") for k in ("snn2", "ann"))
+    crops = [noisy(_center_crop(im, d["energy_crop"])) for _, im in builtin_images("heldout", gray=True)]
+    ratio = measure(snn, crops, twin=ann).energy()["ops_45nm"]["snn_over_ann"]
+    assert d["rows"][0]["energy_snn_over_ann"]["ops_45nm"] == pytest.approx(ratio, rel=1e-9)
+    assert "noisy" in d["energy_inputs"]
+    assert "noisy inputs" in json.loads((out / "tradeoff.json").read_text())["protocol"]
+
+
 def test_tradeoff_merge_refuses_different_settings_or_repeated_seeds(tmp_path):
     import tradeoff_sweep
 
