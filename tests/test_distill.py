@@ -407,3 +407,45 @@ def test_distill_experiment_set_overrides_reach_both_arms():
         # it would reach the baseline too, which would then be distilled as well
         with pytest.raises(SystemExit, match="the distill section is the experiment's own"):
             de.student_config(de.build_parser().parse_args(["--hints", "net.1:head_neuron", "--set", bad]), 1, False)
+
+
+def test_distill_gradients_splits_task_and_hint_gradients_by_layer(tmp_path, teacher_file):
+    """benchmarks/distill_gradients.py: the hint term's gradient scales with the hint weight while
+    the task loss's stays put, layers after the last hinted one get no hint gradient, and at a
+    checkpoint it measures the saved student with the hint weight of that step."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import distill_experiment as de
+    import distill_gradients as dg
+
+    def cfg(w):
+        args = de.build_parser().parse_args(["--teacher", str(teacher_file), "--depth", "4", "--width", "4",
+                                             "--T", "2", "--batch", "2", "--hints", "net.1:head_neuron",
+                                             "net.4:body.1", "--hint-weight", str(w), "--steps", "8",
+                                             "--threads", "1", "--val-every", "8"])
+        c = de.student_config(args, 0, True)
+        c["train"]["ckpt_every"] = 4
+        return c
+
+    a, b = (dg.gradient_norms(cfg(w), 2) for w in (0.01, 0.02))
+    assert a["hint_weight"] == pytest.approx(0.01) and a["step"] == 0
+    by = {r["layer"]: r for r in a["layers"]}
+    for ra, rb in zip(a["layers"], b["layers"]):
+        assert ra["task_grad"] == pytest.approx(rb["task_grad"], rel=1e-6)
+        assert rb["hint_grad"] == pytest.approx(2 * ra["hint_grad"], rel=1e-4)
+    assert by["head"]["hint_grad"] > 0 and by["body.0.0"]["hint_grad"] > 0
+    for later in ("body.2.0", "body.3", "tail"):  # downstream of body.1, the last hinted layer
+        assert by[later]["hint_grad"] == 0.0
+    assert by["tail"]["task_grad"] > 0
+    assert a["total"]["hint_over_task"] == pytest.approx(
+        sum(r["hint_grad"] ** 2 for r in a["layers"]) ** 0.5 / sum(r["task_grad"] ** 2 for r in a["layers"]) ** 0.5)
+
+    run = tmp_path / "run"
+    train(cfg(0.01), run, device="cpu", progress=False)
+    ck = torch.load(sorted((run / "checkpoints").glob("step_*.pt"))[0], map_location="cpu", weights_only=True)
+    c = dg.gradient_norms(ck["config"], 2, ck)
+    assert c["step"] == ck["step"] == 4
+    assert c["hint_weight"] == pytest.approx(hint_weight_at(ck["step"], 0.01, "cosine", 8))
+    assert [r["task_grad"] for r in c["layers"]] != pytest.approx([r["task_grad"] for r in a["layers"]])
