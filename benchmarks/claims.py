@@ -159,6 +159,17 @@ EVIDENCE: dict[str, Evidence] = {
          "--reuse"],
         [*NO_BN, "--hints", "net.1:head_neuron", "net.4:body.1", "--width", "4", "--depth", "4",
          "--steps", "4", "--val-every", "2", "--threads", "1", "--runs", "{results}/runs/distill-nobn"]),
+    # the same hints into a student as wide as the teacher (width 32, no BatchNorm), hint weights down
+    # to 1e-4 tried on seed 0 (--select): at 0.01 the hints' gradient outweighs the task's at the start
+    # (distill_gradients_w32.json) and the student stalls; measured on seeds 1-3 at the weight chosen
+    "distill_w32": Evidence(
+        "distill_w32.json", "distill_experiment.py",
+        ["--width", "32", *NO_BN, "--hints", *EQUAL_DEPTH_HINTS, "--hint-weight", "0.001", "--threads", "1",
+         "--steps", "1000", "--seeds", "1", "2", "3", "--select", "0.01:relative", "0.001:relative",
+         "0.0001:relative", "--select-seed", "0", "--runs", "runs/distill-w32", "--reuse"],
+        ["--width", "4", *NO_BN, "--hints", "net.1:head_neuron", "net.4:body.1", "--depth", "4",
+         "--hint-weight", "0.001", "--steps", "4", "--val-every", "2", "--threads", "1",
+         "--runs", "{results}/runs/distill-w32"]),
 }
 
 
@@ -527,6 +538,9 @@ CLAIMS: list[Claim] = [
     Claim("distill-convergence-nobn", "Distill", "Feature distillation speeds up the SNN student's convergence "
           "(the same student and hints, membranes from V_th/2: it fires from the start)", "faster convergence",
           ["distill_nobn"], DISTILL_CONVERGENCE_RULE, lambda ev: check_distill_convergence(ev, "distill_nobn")),
+    Claim("distill-convergence-w32", "Distill", "Feature distillation speeds up the SNN student's convergence "
+          "(a student without BatchNorm as wide as its teacher, hint weight 0.001)", "faster convergence",
+          ["distill_w32"], DISTILL_CONVERGENCE_RULE, lambda ev: check_distill_convergence(ev, "distill_w32")),
 ]
 
 

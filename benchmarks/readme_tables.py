@@ -276,6 +276,7 @@ TABLES = {"denoise": denoise_table, "derain": derain_table, "convert": convert_t
           "distill_unet_3k": lambda: distill_table("distill_unet_3k.json"),
           "distill_silent": lambda: distill_table("distill_silent.json"),
           "distill_nobn": lambda: distill_table("distill_nobn.json"),
+          "distill_w32": lambda: distill_table("distill_w32.json"),
           "batchnorm": batchnorm_table, "tradeoff": tradeoff_table, "neurons": neurons_table,
           "esdnet_bench": esdnet_bench_table,
           "claims": claims_table}

@@ -744,7 +744,7 @@ def _train(cfg: dict, run: Path, dev: torch.device, dist_info: ddp.DistInfo, res
                 # the student on its own: with one norm over both, the adapters' gradients would shrink
                 # a distilled student's steps, and the no-hint baseline has no adapter gradients
                 nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
-                if distiller is not None:
+                if distiller is not None and len(distiller.adapters):  # none for output distillation alone
                     nn.utils.clip_grad_norm_(distiller.parameters(), float(tcfg["grad_clip"]))
             stepped = True
             if scaler is not None:
