@@ -307,9 +307,8 @@ def check_spiden_energy_T(ev: dict) -> dict:
     if all(x >= 1 for x in mem):
         reason += ("; " if reason else "") + "under the memory-aware model the SNN costs more than the ANN at every T"
     return {"measured": measured, "verdict": verdict, "reason": reason, "seeds": _seeds(d),
-            "setting": f"energy per 256x256 crop of builtin:heldout at measured firing rates"
-                       f"{', ' + energy_inputs(d) if energy_inputs(d) else ''}; width "
-                       f"{rows[0]['width']}, depth {d['depth']}; {_means(d)}{_hw(d)}"}
+            "setting": f"energy per 256x256 crop of builtin:heldout at measured firing rates, {energy_inputs(d)}; "
+                       f"width {rows[0]['width']}, depth {d['depth']}; {_means(d)}{_hw(d)}"}
 
 
 def check_spiden_larger(ev: dict) -> dict:

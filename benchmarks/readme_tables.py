@@ -65,13 +65,10 @@ def _pm(s: dict) -> str:
 
 def energy_inputs(d: dict) -> str:
     """What a denoising result's energy was measured on. Results written before the benchmarks fed
-    the noisy inputs the network sees (``energy_inputs``, or the tradeoff protocol saying so) were
-    measured on the clean images, and say that."""
-    if d.get("energy_inputs"):
-        return d["energy_inputs"]
-    if "as the network sees them" in d.get("protocol", ""):
-        return ""  # the protocol already says it
-    return "the clean images, without noise; rates differ on noisy inputs, see the energy section"
+    the noisy inputs the network sees (and recorded them as ``energy_inputs``) were measured on the
+    clean images, and say that."""
+    return d.get("energy_inputs") or ("the clean images, without noise; rates differ on noisy inputs, "
+                                      "see the energy section")
 
 
 def student_options(s: dict) -> str:
@@ -131,7 +128,7 @@ def tradeoff_table() -> str:
     head = ("| width | T | SNN | spike-domain fine-tuning | SNN PSNR | ANN PSNR | firing rate | "
             "SNN/ANN energy, 45 nm ops | SNN/ANN energy, memory-aware (whole image) |"
             + (" memory-aware (64x64 tiles) |" if tiled else ""))
-    protocol = d["protocol"] + (f"; energy inputs: {energy_inputs(d)}" if energy_inputs(d) else "")
+    protocol = f"{d['protocol']}; energy inputs: {energy_inputs(d)}"
     if merged:
         cmds = "; ".join(f"`{c}`" for c in d["commands"].values())
         seeds = ", ".join(map(str, d["seeds"]))

@@ -154,6 +154,9 @@ def merge(files: list[str]) -> dict:
                 raise SystemExit(f"{f} has no {key!r}: not a tradeoff_sweep result")
             if key != "seed" and d[key] != first[key]:
                 raise SystemExit(f"{f}: {key} differs from {files[0]}'s; only sweeps of the same settings merge")
+        if d.get("energy_inputs") != first.get("energy_inputs"):  # absent: measured on clean crops
+            raise SystemExit(f"{f}: its energy was measured on other inputs than {files[0]}'s; "
+                             "only sweeps of the same settings merge")
         if grid(d) != grid(first):  # every mean must be over every seed
             raise SystemExit(f"{f}: its (width, T) points {grid(d)} differ from {files[0]}'s {grid(first)}")
     seeds = [d["seed"] for d in parts]
@@ -191,7 +194,8 @@ def merge(files: list[str]) -> dict:
         if averaged:
             tuned_means.append(means_of(rs, {k: rs[0].get(k) for k in ("width", "T", "finetune_steps", "rate_reg")}))
     return {"command": command_line(), "commands": {str(d["seed"]): d["command"] for d in parts},
-            **{k: first.get(k) for k in ("protocol", "images", "steps", "depth", "tile_pixels", "rows_note")},
+            **{k: first.get(k) for k in ("protocol", "energy_inputs", "images", "steps", "depth", "tile_pixels",
+                                         "rows_note")},
             "seeds": seeds, "rows": rows, "seed_means": means, "tuned_means": tuned_means,
             "machine": {str(d["seed"]): d["machine"] for d in parts}}
 
@@ -263,7 +267,8 @@ def main() -> None:
     result = {
         "command": command_line(),
         "protocol": "builtin:heldout gray, sigma 25, seed 0 per image, unclipped noise, uint8 output; energy per "
-                    f"256x256 crop of the same images, {energy_inputs}",
+                    "256x256 crop of the same images",
+        "energy_inputs": energy_inputs,
         "images": [n for n, _ in heldout],
         "steps": args.steps, "depth": args.depth, "seed": args.seed, "tile_pixels": TILE_PIXELS,
         "rows_note": "rows without finetune_steps: QAT twin converted, no spike-domain training; rows with it: "

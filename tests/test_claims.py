@@ -196,7 +196,7 @@ def test_tradeoff_evidence_is_three_seed_sweeps_merged(tiny_run):
 
 def test_denoiser_energy_is_measured_on_the_noisy_inputs_the_network_sees(tiny_run):
     """distill.json and seeds_spiden.json price the spiking network on noisy inputs (the test
-    protocol's noise, drawn here by hand), not on the clean images; the tradeoff sweep says so."""
+    protocol's noise, drawn here by hand), not on the clean images; the merged tradeoff sweep says so."""
     import numpy as np
 
     from spikeir.data import builtin_images
@@ -226,7 +226,7 @@ def test_denoiser_energy_is_measured_on_the_noisy_inputs_the_network_sees(tiny_r
     ratio = measure(snn, crops, twin=ann).energy()["ops_45nm"]["snn_over_ann"]
     assert d["rows"][0]["energy_snn_over_ann"]["ops_45nm"] == pytest.approx(ratio, rel=1e-9)
     assert "noisy" in d["energy_inputs"]
-    assert "noisy inputs" in json.loads((out / "tradeoff.json").read_text())["protocol"]
+    assert "noisy inputs" in json.loads((out / "tradeoff.json").read_text())["energy_inputs"]
 
 
 def test_tradeoff_merge_refuses_different_settings_or_repeated_seeds(tmp_path):
