@@ -205,11 +205,11 @@ def main() -> None:
     recipe = student_config(args, args.seeds[0], True)
     teacher = load_model(args.teacher, "cpu")
     student = load_model(Path(args.runs) / f"distill-seed{args.seeds[0]}" / "model.safetensors", "cpu")
-    images, energy_inputs = denoise_energy_inputs([im for _, im in builtin_images("val", gray=True)],
-                                                  float(recipe["data"]["sigma"]))
+    val_images = builtin_images("val", gray=True)
+    images, energy_inputs = denoise_energy_inputs([im for _, im in val_images], float(recipe["data"]["sigma"]))
     rep = measure(student, images, twin=teacher)
     energy = rep.energy()
-    val = [(n, _center_crop(im, 256)) for n, im in builtin_images("val", gray=True)]
+    val = [(n, _center_crop(im, 256)) for n, im in val_images]
     teacher_val = evaluate_denoise(teacher, val, 25, "cpu")["mean"]["psnr"]  # as the trainer validates
     result = {
         "command": command_line(),

@@ -30,7 +30,7 @@ from _common import command_line, machine_info, write_json  # noqa: E402
 from distill_experiment import build_parser, student_config  # noqa: E402
 from spikeir.distill import fft_amplitude_loss  # noqa: E402
 from spikeir.models import build_model  # noqa: E402
-from spikeir.train import TASKS, _loss_fn, _make_distiller, resolve_model_cfg  # noqa: E402
+from spikeir.train import TASKS, _loss_fn, _loss_spec, _make_distiller, resolve_model_cfg  # noqa: E402
 
 
 def layer_of(param_name: str) -> str:
@@ -59,7 +59,7 @@ def gradient_norms(cfg: dict, batches: int, checkpoint: dict | None = None) -> d
         start = int(checkpoint["step"])
     model.train()
     dist.train()
-    loss_fn = _loss_fn(cfg["loss"] if isinstance(cfg["loss"], str) else cfg["loss"].get("name", "mse"))
+    loss_fn = _loss_fn(_loss_spec(cfg.get("loss", "mse"))[0])
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, list[float]] = {}
